@@ -1,0 +1,147 @@
+"""Bad input: one line naming the problem and what to do, exit status 2, no traceback, nothing written.
+
+Each case runs the real command line. The output folder holds a previous run's file, which must
+come through untouched.
+"""
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import handwritten_digit_classification as hdc
+from conftest import ROOT, SCRIPT, run_cli
+from test_data import make_idx_folder, write_idx
+
+
+def assert_refused(result, *words):
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in message and "\n" not in message, message
+    for word in words:
+        assert word in message, message
+    assert "Epoch 1/" not in result.stdout  # refused before any training
+
+
+@pytest.fixture
+def out(tmp_path):
+    """An output folder with a previous run's file in it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "metrics.json").write_text('{"test_accuracy": 0.99}\n')
+    yield folder
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json"]
+    assert (folder / "metrics.json").read_text() == '{"test_accuracy": 0.99}\n'
+
+
+def refuse_data(data, out, *words):
+    assert_refused(run_cli("--data", data, "--epochs", "1", "--output-dir", out), *words)
+
+
+def test_missing_data_path(tmp_path, out):
+    refuse_data(tmp_path / "nowhere", out, "does not exist", "--data")
+
+
+def test_folder_missing_a_file(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
+    refuse_data(tmp_path / "d", out, "t10k-labels-idx1-ubyte", "all four")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_gzip(tmp_path, out, damage):
+    make_idx_folder(tmp_path / "d", compress=True)
+    path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else data[:10] + b"\x00garbage" * 50)
+    refuse_data(tmp_path / "d", out, "train-images-idx3-ubyte.gz", "truncated or corrupt gzip")
+
+
+def test_wrong_magic_number(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    write_idx(tmp_path / "d" / "train-labels-idx1-ubyte", np.zeros((5, 28, 28)))  # images where labels go
+    refuse_data(tmp_path / "d", out, "train-labels-idx1-ubyte", "not an IDX file of labels")
+
+
+def test_idx_shorter_than_its_header_says(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    path = tmp_path / "d" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    refuse_data(tmp_path / "d", out, "truncated")
+
+
+def test_images_not_28x28(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    write_idx(tmp_path / "d" / "t10k-images-idx3-ubyte", np.zeros((3, 32, 32)))
+    refuse_data(tmp_path / "d", out, "test images have shape (3, 32, 32)", "(N, 28, 28)")
+
+
+def test_images_and_labels_of_different_counts(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    write_idx(tmp_path / "d" / "train-labels-idx1-ubyte", np.zeros(4))
+    refuse_data(tmp_path / "d", out, "5 training images", "one to one")
+
+
+def test_labels_outside_0_to_9(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    write_idx(tmp_path / "d" / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 12]))
+    refuse_data(tmp_path / "d", out, "labels must be integers 0-9", "to 12")
+
+
+def test_npz_missing_a_key(tmp_path, out):
+    np.savez(tmp_path / "m.npz", x_train=np.zeros((2, 28, 28)), y_train=np.zeros(2), x_test=np.zeros((2, 28, 28)))
+    refuse_data(tmp_path / "m.npz", out, "lacks y_test")
+
+
+def test_npz_with_object_arrays_is_never_unpickled(tmp_path, out):
+    marker = tmp_path / "pwned"
+    payload = np.array([PickleBomb(str(marker))], dtype=object)
+    np.savez(tmp_path / "m.npz", x_train=payload, y_train=np.zeros(1), x_test=payload, y_test=np.zeros(1))
+    refuse_data(tmp_path / "m.npz", out, "object arrays", "refused")
+    assert not marker.exists()
+
+
+class PickleBomb:
+    """Unpickling this creates a file: proof that something ran code from the data file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_bundled_file_with_wrong_checksum(tmp_path, out):
+    """A copy of the program whose bundled data has one changed label."""
+    shutil.copy(SCRIPT, tmp_path / SCRIPT.name)
+    shutil.copytree(ROOT / "data", tmp_path / "data")
+    labels = tmp_path / "data" / "mnist" / "train-labels-idx1-ubyte.gz"
+    data = bytearray(gzip.decompress(labels.read_bytes()))
+    data[8] = (data[8] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(data)))
+    result = run_cli("--epochs", "1", "--output-dir", out, script=tmp_path / SCRIPT.name)
+    assert_refused(result, "train-labels-idx1-ubyte.gz", "SHA-256", "git checkout")
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"), ("--limit-train", "0"),
+                                        ("--limit-test", "-5"), ("--epochs", "ten")])
+def test_numbers_must_be_positive(out, flag, value):
+    assert_refused(run_cli(flag, value, "--output-dir", out), flag, repr(value) if value == "ten" else value)
+
+
+def test_output_dir_is_a_file(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert_refused(run_cli("--epochs", "1", "--output-dir", target), "is a file")
+    assert_refused(run_cli("--epochs", "1", "--output-dir", target / "sub"), "is a file")
+    assert target.read_text() == "keep me"
+
+
+def test_output_dir_not_writable(tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits: use a place no one can write
+        target = "/sys/mnist-outputs"
+    else:
+        (tmp_path / "locked").mkdir(mode=0o500)
+        target = tmp_path / "locked" / "out"
+    assert_refused(run_cli("--epochs", "1", "--output-dir", target), "not writable")

@@ -1,0 +1,105 @@
+"""End to end through the real command line: a quick real training run and what it leaves behind."""
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import handwritten_digit_classification as hdc
+from conftest import QUICK, run_cli
+
+PNGS = {  # name: smallest sensible (width, height) for a person to read at 100% zoom
+    "confusion_matrix.png": (600, 500),
+    "training_curves.png": (700, 300),
+    "misclassified.png": (500, 300),
+    "filters.png": (900, 700),
+}
+
+
+def test_run_prints_accuracy_and_metrics_agree(trained):
+    out, result, metrics = trained
+    accuracy = float(re.search(r"^Test accuracy: (0\.\d{4})$", result.stdout, re.M).group(1))
+    loss = float(re.search(r"^Test loss: (\d+\.\d{4})$", result.stdout, re.M).group(1))
+    assert accuracy > 0.9
+    assert accuracy == round(metrics["test_accuracy"], 4) and loss == round(metrics["test_loss"], 4)
+    assert "Total params: 179,926" in result.stdout
+    assert metrics["epochs_completed"] == 2 and not metrics["interrupted"]
+    assert len(metrics["history"]["loss"]) == len(metrics["history"]["val_accuracy"]) == 2
+    assert metrics["data"] == {"source": metrics["data"]["source"], "train_images": 3000, "test_images": 1000}
+    assert metrics["config"]["epochs"] == 2 and metrics["config"]["batch_size"] == 32
+    assert metrics["duration_seconds"] >= metrics["train_seconds"] > 0
+    for name in [*PNGS, "model.keras", "metrics.json"]:
+        assert str(out / name) in result.stdout
+
+
+def test_report_numbers_agree_with_confusion_matrix(trained):
+    _, result, metrics = trained
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 1000
+    assert np.trace(confusion) / 1000 == pytest.approx(metrics["test_accuracy"])
+    for digit, row in metrics["per_class"].items():
+        d = int(digit)
+        assert row["support"] == confusion[d].sum()
+        assert row["recall"] == pytest.approx(confusion[d, d] / confusion[d].sum())
+        assert row["precision"] == pytest.approx(confusion[d, d] / confusion[:, d].sum())
+        assert row["f1"] == pytest.approx(2 * row["precision"] * row["recall"] / (row["precision"] + row["recall"]))
+        assert re.search(rf"^\s+{d}\s+{row['precision']:.4f}\s+{row['recall']:.4f}\s+{row['f1']:.4f}\s+{row['support']}$",
+                         result.stdout, re.M)
+    mistakes = confusion - np.diag(np.diag(confusion))
+    top = metrics["most_confused"][0]
+    assert top["count"] == mistakes.max() == mistakes[top["true"], top["predicted"]]
+    assert f"{top['true']} -> {top['predicted']}: {top['count']}" in result.stdout
+
+
+@pytest.mark.parametrize("name", PNGS)
+def test_each_picture_is_a_readable_png(trained, name):
+    out, _, _ = trained
+    with Image.open(out / name) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    min_width, min_height = PNGS[name]
+    assert min_width <= width <= 3000 and min_height <= height <= 3000
+    assert pixels.std() > 20  # not a blank canvas
+
+
+def test_saved_model_reproduces_the_reported_accuracy(trained):
+    out, _, metrics = trained
+    model = hdc.keras.models.load_model(out / "model.keras")
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    predicted = model.predict(hdc.preprocess(x_test[:1000]), verbose=0).argmax(axis=1)
+    assert (predicted == y_test[:1000]).mean() == pytest.approx(metrics["test_accuracy"])
+
+
+def test_help_shows_every_default():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text_of_help = " ".join(result.stdout.split())  # argparse wraps lines to the terminal's width
+    for text in ["--data", "(default: bundled)", "--epochs", "(default: 10)", "--batch-size", "--seed",
+                 "--output-dir", "(default: outputs)", "--limit-train", "--limit-test", "--precision",
+                 "--augment", "--lr-schedule", "--predict", "--model"]:
+        assert text in text_of_help
+
+
+def test_npz_data_source_end_to_end(tmp_path):
+    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
+    np.savez(tmp_path / "small.npz", x_train=x_train[:500], y_train=y_train[:500],
+             x_test=x_test[:200], y_test=y_test[:200])
+    result = run_cli("--data", tmp_path / "small.npz", "--epochs", "1", "--output-dir", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["data"]["train_images"] == 500 and metrics["data"]["test_images"] == 200
+    assert metrics["data"]["source"].endswith("small.npz")
+
+
+def test_a_failing_report_does_not_stop_the_others(tmp_path):
+    out = tmp_path / "out"
+    (out / "training_curves.png").mkdir(parents=True)  # a folder where the picture must go
+    result = run_cli("--limit-train", "500", "--limit-test", "200", "--epochs", "1", "--output-dir", out)
+    assert result.returncode == 1
+    assert "could not write" in result.stderr and "training_curves.png" in result.stderr
+    assert "Traceback" not in result.stderr
+    for name in ["model.keras", "metrics.json", "confusion_matrix.png", "misclassified.png", "filters.png"]:
+        assert (out / name).is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files left
