@@ -56,7 +56,7 @@ def test_second_signal_stops_at_once_and_keeps_the_previous_run(tmp_path, sig):
     process = start(out)
     read_until(process, "Epoch 2/40")
     process.send_signal(sig)
-    read_until(process, "Stopping after this batch")
+    read_until(process, "Stopping within a few batches")
     process.send_signal(sig)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
