@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def load_idx_folder(folder, verify_checksums=False):
 
 
 def load_npz(path):
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not a .npz file (a zip of .npy arrays): save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as npz:  # never unpickle: a .npz can carry code
             missing = [key for key in NPZ_KEYS if key not in npz.files]
@@ -149,8 +152,9 @@ def check_arrays(arrays, source):
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
             raise InputError(f"{source}: {split} labels must be integers 0-9, found {y.dtype} "
                              f"from {y.min()} to {y.max()}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise InputError(f"{source}: {split} images are {x.dtype}, expected numbers 0-255")
+        if not np.issubdtype(x.dtype, np.number) or x.min() < 0 or x.max() > 255:
+            raise InputError(f"{source}: {split} images must be pixel values 0-255, found {x.dtype} "
+                             f"from {x.min()} to {x.max()}")
     return x_train, y_train.astype("int32"), x_test, y_test.astype("int32")
 
 
@@ -180,7 +184,7 @@ def load_mnist(source):
 
 def preprocess(images):
     """(N, 28, 28) pixels 0-255 -> (N, 28, 28, 1) float32 in [0, 1], the form the network reads."""
-    return (images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1) / np.float32(255)).astype("float32")
+    return images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1).astype("float32") / 255
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def cpu_has_fast_bfloat16():
 
 
 def choose_precision(requested):
-    """Pick float32 or bfloat16 and describe the device; bfloat16 only where the hardware computes it."""
+    """Pick float32 or bfloat16 and describe the device; auto means bfloat16 only where it is faster."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
@@ -246,8 +250,8 @@ PEAK_LEARNING_RATE = 3e-3
 def augment_images(images):
     """Rotate (up to 10 degrees), zoom (10%) and shift (10%) each image at random, as handwriting varies.
 
-    One combined affine transform per image: a third of the cost of Keras' RandomRotation,
-    RandomZoom and RandomTranslation layers in a row, and one interpolation instead of three.
+    One combined affine transform per image, where Keras' RandomRotation, RandomZoom and
+    RandomTranslation layers in a row would interpolate, and blur, three times.
     """
     count = tf.shape(images)[0]
     angle = tf.random.uniform([count], -10.0, 10.0) * (np.pi / 180)
@@ -284,7 +288,7 @@ def make_optimizer(lr_schedule, epochs, steps_per_epoch):
 
 
 class GracefulStop(keras.callbacks.Callback):
-    """Ctrl-C or SIGTERM once: finish the batches under way, stop training, save what was trained. Twice: quit at once.
+    """Ctrl-C or SIGTERM once: finish the batches under way, stop, save what was trained. Twice: quit.
 
     The handlers stay in place after training, so a second signal while saving also quits at once.
     """
@@ -321,7 +325,8 @@ class GracefulStop(keras.callbacks.Callback):
 
 def train(model, train_ds, test_ds, epochs, optimizer):
     """Fit the model; the test set is only watched (for the curves), never used to choose anything."""
-    # Several steps per call into TensorFlow: less Python between batches (measured: about 15% faster).
+    # 16 steps per call into TensorFlow, less Python between batches: measured on 2 CPU cores,
+    # 6.7-7.1 s per epoch against 8.2-10.2 s with one step per call.
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=STEPS_PER_EXECUTION)
     stop = GracefulStop()
@@ -596,7 +601,7 @@ def load_trained_model(path):
 
 def predict_images(model, paths):
     """One line per image; unreadable images get their own line and the rest are still predicted."""
-    results, failed = [], 0
+    readable, failed = [], 0
     for path in paths:
         try:
             gray = read_image(path)
@@ -610,8 +615,13 @@ def predict_images(model, paths):
         if error:
             print(f"{path}: error: {error}", file=sys.stderr)
             failed += 1
-            continue
-        probabilities = model.predict(digit[None, :, :, None], verbose=0)[0]
+        else:
+            readable.append((path, gray, digit))
+    if not readable:
+        return [], failed
+    digits = np.stack([digit for _, _, digit in readable])[..., None]
+    results = []
+    for (path, gray, digit), probabilities in zip(readable, model.predict(digits, verbose=0)):
         ranked = np.argsort(probabilities)[::-1]
         line = f"{path}: {ranked[0]} ({probabilities[ranked[0]]:.1%})"
         if probabilities[ranked[0]] < 0.9:  # unsure: show what else it might be
@@ -621,15 +631,23 @@ def predict_images(model, paths):
     return results, failed
 
 
-def plot_predictions(results, path):
-    fig, axes = plt.subplots(len(results), 2, figsize=(5, 2.4 * len(results)), squeeze=False)
-    for (name, gray, digit, label, confidence), (left, right) in zip(results, axes):
+def plot_predictions(results, path, limit=24):
+    """Each input beside the 28x28 image the model saw, four pairs a row."""
+    shown = results[:limit]
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.2 * columns, 1.9 * rows + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    pairs = axes.reshape(rows * columns, 2)
+    for (name, gray, digit, label, confidence), (left, right) in zip(shown, pairs):
         left.imshow(gray, cmap="gray", vmin=0, vmax=1)
-        left.set_title(Path(name).name, fontsize=9)
+        left.set_title(Path(name).name[:22], fontsize=8)
         right.imshow(digit, cmap="gray", vmin=0, vmax=1)
-        right.set_title(f"model sees this: {label} ({confidence:.0%})", fontsize=9)
-        for ax in (left, right):
-            ax.set_axis_off()
+        right.set_title(f"sees: {label} ({confidence:.0%})", fontsize=8)
+    more = f" (the first {limit} of {len(results)})" if len(results) > limit else ""
+    fig.suptitle(f"Your images, and the 28x28 digit the model saw{more}")
     save_figure(fig, path)
 
 

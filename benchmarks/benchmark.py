@@ -2,7 +2,7 @@
 
     python benchmarks/benchmark.py --seeds 3            # full MNIST, 10 epochs: about 20 minutes on 2 cores
     python benchmarks/benchmark.py --quick              # 2,000 images, 1 epoch: checks that it still runs
-    python benchmarks/benchmark.py --also "--precision float32"   # add another configuration as a row
+    python benchmarks/benchmark.py --also="--precision bfloat16"  # add another configuration as a row
 
 Each configuration runs --seeds times, alternating, every run a fresh process with its own random
 initialisation, so that slow and fast moments of the machine fall on both. End-to-end seconds are
