@@ -70,6 +70,6 @@ def test_checksums_catch_a_changed_byte(tmp_path):
 
 def test_preprocess_shapes_and_scales():
     images = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
-    x = hdc.preprocess(images)
+    x = np.asarray(hdc.preprocess(images))
     assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
     assert x.min() == 0.0 and x.max() == 1.0

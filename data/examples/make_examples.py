@@ -1,0 +1,29 @@
+"""Make the example photos in this folder from MNIST test digits, the way the tests do.
+
+    python data/examples/make_examples.py
+
+Each is a test digit drawn as dark ink on light paper, enlarged, off-centre in a wide frame, some
+in colour, on an unevenly lit page or with a transparent background: what a phone photo of a
+handwritten digit looks like to the program. Try them with
+`python handwritten_digit_classification.py --predict data/examples/*.png data/examples/*.jpg`.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "tests"))
+from test_predict import KINDS, phone_photo  # noqa: E402
+
+import handwritten_digit_classification as hdc  # noqa: E402
+
+(_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+rng = np.random.default_rng(2026)
+for n, index in enumerate([3, 2, 1, 18, 4, 8, 11, 0]):  # test digits 0 to 7
+    kind = KINDS[n % len(KINDS)]
+    image, extension = phone_photo(x_test[index], kind, rng)
+    path = HERE / f"digit-{y_test[index]}-{kind}.{extension}"
+    image.save(path)
+    print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
