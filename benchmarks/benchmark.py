@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.output:
-        args.output.write_text(f"Command: `python benchmarks/benchmark.py {' '.join(sys.argv[1:])}`\n\n{table}\n")
+        args.output.write_text(f"Command: `python benchmarks/benchmark.py {shlex.join(sys.argv[1:])}`\n\n{table}\n")
 
 
 if __name__ == "__main__":

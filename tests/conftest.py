@@ -14,11 +14,11 @@ sys.path.insert(0, str(ROOT))
 QUICK = ["--limit-train", "3000", "--limit-test", "1000", "--epochs", "2", "--batch-size", "32"]
 
 
-def run_cli(*args, script=SCRIPT, timeout=300, **kwargs):
+def run_cli(*args, script=SCRIPT, timeout=300, env=None):
     """Run the program as a user would, in its own process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, **kwargs)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -145,3 +145,12 @@ def test_output_dir_not_writable(tmp_path):
         (tmp_path / "locked").mkdir(mode=0o500)
         target = tmp_path / "locked" / "out"
     assert_refused(run_cli("--epochs", "1", "--output-dir", target), "not writable")
+
+
+def test_keras_download_that_fails(tmp_path, out):
+    """--data keras with no way out (a proxy on a closed port): one line, and a way round it."""
+    closed = "http://127.0.0.1:9"
+    env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras"), "https_proxy": closed,
+           "http_proxy": closed, "HTTPS_PROXY": closed, "HTTP_PROXY": closed}
+    result = run_cli("--data", "keras", "--epochs", "1", "--output-dir", out, env={**os.environ, **env})
+    assert_refused(result, "could not download MNIST through Keras", "--data PATH")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "tests"))
+sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[1] / "tests")]
 from test_predict import KINDS, phone_photo  # noqa: E402
 
 import handwritten_digit_classification as hdc  # noqa: E402

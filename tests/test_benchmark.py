@@ -1,0 +1,22 @@
+"""The benchmark still runs: its quick mode, end to end, through the real scripts."""
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_prints_a_complete_table(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--seeds", "1",
+                             "--output", str(tmp_path / "table.md")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (seed-style script|program default) \|(.*)\|$",
+                                                          result.stdout, re.M)}
+    assert set(rows) == {"seed-style script", "program default"}
+    for cells in rows.values():
+        seconds_per_epoch, wall, images_per_second, accuracy, memory, speedup, _ = (c.strip() for c in cells.split("|"))
+        assert float(seconds_per_epoch) > 0 and float(wall) > float(seconds_per_epoch)
+        assert 0.5 < float(accuracy.split(" ± ")[0]) <= 1  # 2,000 images, 1 epoch: well above chance
+        assert int(memory.replace(",", "")) > 100 and speedup.endswith("x")
+    assert "quick mode" in result.stdout and "Machine: " in result.stdout
+    assert (tmp_path / "table.md").read_text().startswith("Command: `python benchmarks/benchmark.py --quick")
