@@ -216,12 +216,12 @@ def choose_precision(requested):
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         device = f"GPU ({details.get('device_name', gpus[0].name)})"
-        native_bf16 = tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
+        fast_bf16 = tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
     else:
         device = f"CPU ({os.cpu_count()} cores)"
-        native_bf16 = cpu_has_fast_bfloat16()
+        fast_bf16 = cpu_has_fast_bfloat16()
     if requested == "auto":
-        return ("bfloat16" if native_bf16 else "float32"), device
+        return ("bfloat16" if fast_bf16 else "float32"), device
     return requested, device
 
 
