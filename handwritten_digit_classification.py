@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -35,15 +36,20 @@ import seaborn as sns
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda drivers")
-# ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output: hide stderr while it loads.
+# ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output: hide stderr while Keras
+# loads its backend and probes the devices.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _stderr, _devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
 os.dup2(_devnull, 2)
 try:
     import keras
-    import tensorflow as tf
 
-    tf.config.list_physical_devices("GPU")  # the CUDA probe logs too; let it do so now, silenced
+    if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
+        keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
+except KeyboardInterrupt:  # Ctrl-C while the backend loads: one line, not a traceback from inside it
+    os.dup2(_stderr, 2)
+    print("\nInterrupted while loading Keras; nothing was done.", file=sys.stderr)
+    raise SystemExit(130)
 finally:
     os.dup2(_stderr, 2)
     os.close(_stderr)
@@ -184,45 +190,13 @@ def load_mnist(source):
 
 
 def preprocess(images):
-    """(N, 28, 28) pixels 0-255 -> (N, 28, 28, 1) float32 in [0, 1], the form the network reads.
-
-    Takes NumPy arrays, and TensorFlow tensors inside the input pipeline, where the training images
-    stay uint8 until each batch is used: a quarter of the memory of converting them all up front.
-    """
-    return keras.ops.cast(keras.ops.reshape(images, (-1, IMAGE_SIZE, IMAGE_SIZE, 1)), "float32") / 255
+    """(N, 28, 28) pixels 0-255 -> (N, 28, 28, 1) float32 in [0, 1], the form the saved model reads."""
+    return np.asarray(images, np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1) / 255
 
 
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-
-
-def cpu_has_fast_bfloat16():
-    """Only AMX (Sapphire Rapids on) makes bfloat16 training faster here.
-
-    AVX512-BF16 alone computes bfloat16 natively too, but measured on such a CPU with TensorFlow
-    2.21 mixed_bfloat16 trained this network slower than float32 (see the README's benchmark).
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: assume no
-        return False
-    return "amx_bf16" in flags
-
-
-def choose_precision(requested):
-    """Pick float32 or bfloat16 and describe the device; auto means bfloat16 only where it is faster."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"GPU ({details.get('device_name', gpus[0].name)})"
-        fast_bf16 = tuple(details.get("compute_capability", (0, 0))) >= (8, 0)
-    else:
-        device = f"CPU ({os.cpu_count()} cores)"
-        fast_bf16 = cpu_has_fast_bfloat16()
-    if requested == "auto":
-        return ("bfloat16" if fast_bf16 else "float32"), device
-    return requested, device
 
 
 def build_model():
@@ -248,43 +222,107 @@ def build_model():
 # ---------------------------------------------------------------------------------------------
 
 EVAL_BATCH_SIZE = 1000  # inference needs no small batches: large ones keep the cores busy
-STEPS_PER_EXECUTION = 16
 PEAK_LEARNING_RATE = 3e-3
+# Several training steps per call into the backend, so less Python runs between batches; Keras'
+# PyTorch trainer only takes one.
+STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
 
 
-def augment_images(images):
-    """Rotate (up to 10 degrees), zoom (10%) and shift (10%) each image at random, as handwriting varies.
+# --- The one backend-specific place: what Keras has no portable call for. ---------------------
 
-    One combined affine transform per image, where Keras' RandomRotation, RandomZoom and
-    RandomTranslation layers in a row would interpolate, and blur, three times.
+
+def describe_device():
+    """('GPU (name)' or 'CPU (N cores)', whether that GPU computes bfloat16 natively)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"GPU ({details.get('device_name', gpus[0].name)})", details.get("compute_capability", (0,)) >= (8, 0)
+    elif backend == "jax":
+        import jax
+
+        if jax.default_backend() == "gpu":
+            gpu = jax.devices()[0]
+            return f"GPU ({gpu.device_kind})", float(getattr(gpu, "compute_capability", 0)) >= 8
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU ({torch.cuda.get_device_name()})", torch.cuda.is_bf16_supported()
+    return f"CPU ({os.cpu_count()} cores)", False
+
+
+def make_deterministic():
+    """--seed fixes every random number; TensorFlow also needs its deterministic kernels asked for."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def affine_transforms(angle, scale, shift_x, shift_y):
+    """Per-image transforms for keras.ops.image.affine_transform: turn by `angle` radians
+    counter-clockwise, scale by `scale`, then move by (shift_x, shift_y) pixels, about the centre.
+
+    Each row maps an output pixel to where it is read from in the input.
     """
-    count = tf.shape(images)[0]
-    angle = tf.random.uniform([count], -10.0, 10.0) * (np.pi / 180)
-    scale = tf.random.uniform([count], 0.9, 1.1)
-    shift_x, shift_y = (tf.random.uniform([count], -0.1, 0.1) * IMAGE_SIZE for _ in range(2))
-    # The transform maps each output pixel to where it is read from in the input.
-    cos, sin, centre = tf.cos(angle) / scale, tf.sin(angle) / scale, (IMAGE_SIZE - 1) / 2
-    zeros = tf.zeros([count])
-    transform = tf.stack([cos, -sin, centre - (cos - sin) * centre + shift_x,
-                          sin, cos, centre - (sin + cos) * centre + shift_y, zeros, zeros], axis=1)
-    # fill 0: MNIST's background is black, not a mirror image of the digit
-    return keras.ops.image.affine_transform(images, transform, fill_mode="constant", fill_value=0)
+    cos, sin = keras.ops.cos(angle) / scale, keras.ops.sin(angle) / scale
+    centre = (IMAGE_SIZE - 1) / 2
+    zeros = keras.ops.zeros_like(angle)
+    return keras.ops.stack([cos, -sin, centre - (cos - sin) * centre - shift_x,
+                            sin, cos, centre - (sin + cos) * centre - shift_y, zeros, zeros], axis=1)
 
 
-def make_datasets(x_train, y_train, x_test, y_test, batch_size, augment, seed):
-    """tf.data pipelines from raw pixels: training shuffled every epoch (and augmented if asked), prefetched."""
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-    train = train.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    prepare = (lambda x: augment_images(preprocess(x))) if augment else preprocess
-    train = train.map(lambda x, y: (prepare(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(EVAL_BATCH_SIZE)
-    test = test.map(lambda x, y: (preprocess(x), y))
-    return train.prefetch(tf.data.AUTOTUNE), test.prefetch(tf.data.AUTOTUNE)
+class RandomAffine(keras.layers.Layer):
+    """Rotate (up to 10 degrees), zoom (10%) and shift (10%) each training image at random.
+
+    One combined transform per image, where Keras' RandomRotation, RandomZoom and RandomTranslation
+    in a row would interpolate, and blur, three times. It runs inside the compiled training step,
+    on the backend's own device; at inference it passes images through.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        shape = (keras.ops.shape(images)[0],)
+
+        def uniform(low, high):
+            return keras.random.uniform(shape, low, high, seed=self.seed_generator)
+
+        transforms = affine_transforms(uniform(-10.0, 10.0) * (np.pi / 180), uniform(0.9, 1.1),
+                                       uniform(-0.1, 0.1) * IMAGE_SIZE, uniform(-0.1, 0.1) * IMAGE_SIZE)
+        # fill 0: MNIST's background is black, not a mirror image of the digit
+        return keras.ops.image.affine_transform(images, transforms, fill_mode="constant", fill_value=0)
+
+
+def make_trainer(model, augment, seed):
+    """The model as trained: raw uint8 pixels in, scaled to [0, 1] (and augmented) in the compiled step.
+
+    The 60,000 training images stay uint8 (47 MB, a quarter of float32) and need no input pipeline
+    of their own. Only `model` is saved: it takes [0, 1] images, as --predict gives it.
+    """
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), dtype="uint8"),
+        keras.layers.Rescaling(1 / 255, dtype="float32"),
+        *([RandomAffine(seed, dtype="float32")] if augment else []),
+        model,
+    ], name="trainer")
 
 
 def make_optimizer(lr_schedule, epochs, steps_per_epoch):
     if lr_schedule == "cosine":
-        # One epoch of warm-up to a higher peak, then cosine decay to zero: large early steps, fine late ones.
+        # Warm up over the first epoch (half the run if it has one epoch) to a higher peak, then
+        # decay to zero along a cosine: large early steps, fine late ones.
         warmup = min(steps_per_epoch, epochs * steps_per_epoch // 2)
         learning_rate = keras.optimizers.schedules.CosineDecay(
             1e-4, decay_steps=epochs * steps_per_epoch - warmup, warmup_target=PEAK_LEARNING_RATE, warmup_steps=warmup)
@@ -293,52 +331,109 @@ def make_optimizer(lr_schedule, epochs, steps_per_epoch):
     return keras.optimizers.Adam(learning_rate)
 
 
-class GracefulStop(keras.callbacks.Callback):
-    """Ctrl-C or SIGTERM once: finish the batches under way, stop, save what was trained. Twice: quit.
+def compile_trainer(trainer, optimizer):
+    trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                    steps_per_execution=STEPS_PER_EXECUTION)
 
-    The handlers stay in place after training, so a second signal while saving also quits at once.
+
+def time_training_step(build, images, labels, policy):
+    """Seconds per training step of a fresh copy of the model under `policy`, after a warm-up."""
+    keras.mixed_precision.set_global_policy(policy)
+    trainer = make_trainer(build(), augment=False, seed=None)
+    trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    for _ in range(3):  # the first steps compile the step and fill caches
+        trainer.train_on_batch(images, labels)
+
+    def step_seconds():
+        started = time.perf_counter()
+        for _ in range(3):
+            trainer.train_on_batch(images, labels)
+        return (time.perf_counter() - started) / 3
+
+    return step_seconds
+
+
+def choose_precision(requested, build, images, labels):
+    """float32 or bfloat16, the device, and the timings behind an `auto` choice.
+
+    On a GPU, bfloat16 where it computes it natively. On a CPU no flag tells: AVX512-BF16 made this
+    network 1.6x faster on an AMD EPYC and slower on an Intel Xeon. So time a few real training
+    steps of both, alternating, and keep the faster by the median: a noisy moment does not decide.
+    """
+    device, gpu_bfloat16 = describe_device()
+    if requested != "auto":
+        return requested, device, None
+    if device.startswith("GPU"):
+        return ("bfloat16" if gpu_bfloat16 else "float32"), device, None
+    timers = {name: time_training_step(build, images, labels, policy)
+              for name, policy in (("float32", "float32"), ("bfloat16", "mixed_bfloat16"))}
+    samples = {name: [] for name in timers}
+    for _ in range(5):
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    timings = {name: float(np.median(seconds)) for name, seconds in samples.items()}
+    return min(timings, key=timings.get), device, timings
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM during training: finish the step under way, stop, keep every fully trained epoch.
+
+    A second signal quits at once: nothing has been written yet. `with GracefulStop(...) as stop:`
+    around training makes these handlers the program's for that long only.
     """
 
-    def __init__(self):
+    def __init__(self, steps_per_epoch):
         super().__init__()
+        self.steps_per_epoch = steps_per_epoch
         self.interrupted = False
         self.epochs_completed = 0
         self.epoch_seconds = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+
+    def __enter__(self):
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.interrupted:
-            for tmp in list(TEMP_FILES):
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
-            os._exit(130)  # no exception: one raised inside TensorFlow's loops can crash the process
+            os._exit(130)  # no exception: one raised inside the backend's loops can crash the process
         self.interrupted = True
         if self.model is not None:
             self.model.stop_training = True
-        print("\nStopping within a few batches to save what was trained; press Ctrl-C again to quit "
+        print("\nStopping after this step to save what was trained; press Ctrl-C again to quit "
               "without saving.", file=sys.stderr, flush=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._steps_done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_done = batch + 1
+        if self.interrupted:  # a signal that came before training began
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.interrupted:  # the epoch cut short by a stop does not count as completed
+        # An epoch counts once all its steps ran, even if the signal came during its test pass.
+        if self._steps_done >= self.steps_per_epoch:
             self.epochs_completed = epoch + 1
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
 
 
-def train(model, train_ds, test_ds, epochs, optimizer):
-    """Fit the model; the test set is only watched (for the curves), never used to choose anything."""
-    # 16 steps per call into TensorFlow, less Python between batches: faster in side-by-side
-    # trials on 2 CPU cores than one step per call.
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=STEPS_PER_EXECUTION)
-    stop = GracefulStop()
-    # shuffle=False: the dataset already reshuffles every epoch, Keras would only warn
-    history = model.fit(train_ds, epochs=epochs, validation_data=test_ds, callbacks=[stop], shuffle=False,
-                        verbose=1 if sys.stdout.isatty() else 2)  # a progress bar, or one line an epoch in logs
+def train(trainer, train_data, watch_data, epochs, batch_size, optimizer):
+    """Fit the model, watching `watch_data` after every epoch for the curves; nothing is chosen by it."""
+    compile_trainer(trainer, optimizer)
+    steps_per_epoch = -(-len(train_data[0]) // batch_size)
+    # The rate the schedule had reached at each epoch's end, for the curves' record and TensorBoard.
+    record_rate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
+        learning_rate=float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))))
+    with GracefulStop(steps_per_epoch) as stop:
+        history = trainer.fit(*train_data, batch_size=batch_size, epochs=epochs, validation_data=watch_data,
+                              validation_batch_size=EVAL_BATCH_SIZE, callbacks=[record_rate, stop],
+                              verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
     completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
     completed["epoch_seconds"] = stop.epoch_seconds
     return completed, stop
@@ -349,42 +444,56 @@ def train(model, train_ds, test_ds, epochs, optimizer):
 # ---------------------------------------------------------------------------------------------
 
 
-def evaluate(model, x_test, y_test):
-    """Predict every test image once; loss, accuracy and the confusion matrix all come from that."""
-    probabilities = model.predict(x_test, batch_size=EVAL_BATCH_SIZE, verbose=0)
+def confusion_matrix(labels, predicted):
+    """Rows true digit, columns predicted: the same matrix as the notebook's tf.math.confusion_matrix."""
+    return np.bincount(labels * NUM_CLASSES + predicted, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def evaluate(model, images, labels):
+    """Predict every image once; loss, accuracy and the confusion matrix all come from that."""
+    probabilities = model.predict(preprocess(images), batch_size=EVAL_BATCH_SIZE, verbose=0)
     predicted = probabilities.argmax(axis=1)
-    loss = float(keras.losses.sparse_categorical_crossentropy(y_test, probabilities).numpy().mean())
-    confusion = tf.math.confusion_matrix(y_test, predicted, num_classes=NUM_CLASSES).numpy()
+    # Keras' cross-entropy clips probabilities the same way
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1)).mean())
+    confusion = confusion_matrix(labels, predicted)
     accuracy = float(np.trace(confusion) / confusion.sum())
     return dict(loss=loss, accuracy=accuracy, probabilities=probabilities, predicted=predicted, confusion=confusion)
 
 
 def per_class_report(confusion):
-    """Precision, recall, F1 and support for each digit, read off the confusion matrix."""
-    true_positives = np.diag(confusion).astype(float)
-    support = confusion.sum(axis=1)
-    predicted_count = confusion.sum(axis=0)
-    precision = np.divide(true_positives, predicted_count, out=np.zeros(NUM_CLASSES), where=predicted_count > 0)
-    recall = np.divide(true_positives, support, out=np.zeros(NUM_CLASSES), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(NUM_CLASSES),
-                   where=precision + recall > 0)
-    return {
-        str(digit): dict(precision=float(precision[digit]), recall=float(recall[digit]),
-                         f1=float(f1[digit]), support=int(support[digit]))
-        for digit in range(NUM_CLASSES)
-    }
+    """Precision, recall, F1 and support for each digit, read off the confusion matrix.
+
+    None (n/a) where a ratio has nothing to divide by: a digit never predicted has no precision,
+    one with no test images no recall.
+    """
+
+    def ratio(part, whole):
+        return float(part / whole) if whole else None
+
+    report = {}
+    for digit in range(NUM_CLASSES):
+        correct = confusion[digit, digit]
+        precision, recall = ratio(correct, confusion[:, digit].sum()), ratio(correct, confusion[digit].sum())
+        f1 = (ratio(2 * precision * recall, precision + recall) if precision is not None and recall is not None
+              else None)
+        report[str(digit)] = {"precision": precision, "recall": recall, "f1": f1,
+                              "support": int(confusion[digit].sum())}
+    return report
 
 
 def most_confused(confusion, top=5):
     mistakes = confusion * (1 - np.eye(NUM_CLASSES, dtype=confusion.dtype))
     order = np.argsort(mistakes, axis=None)[::-1][:top]
     pairs = [np.unravel_index(i, mistakes.shape) for i in order]
-    return [dict(true=int(t), predicted=int(p), count=int(mistakes[t, p])) for t, p in pairs if mistakes[t, p] > 0]
+    return [{"true": int(t), "predicted": int(p), "count": int(mistakes[t, p])} for t, p in pairs if mistakes[t, p] > 0]
 
 
 def format_report(per_class, confused):
-    lines = ["digit  precision  recall     f1  support"]
-    lines += [f"{digit:>5}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}  {r['support']:7d}"
+    def cell(value, width):
+        return f"{'n/a' if value is None else f'{value:.4f}':>{width}}"
+
+    lines = ["digit  precision  recall      f1  support"]
+    lines += [f"{digit:>5}  {cell(r['precision'], 9)}  {cell(r['recall'], 6)}  {cell(r['f1'], 6)}  {r['support']:7d}"
               for digit, r in per_class.items()]
     lines.append("Most confused (true -> predicted: count): "
                  + (", ".join(f"{c['true']} -> {c['predicted']}: {c['count']}" for c in confused) or "none"))
@@ -396,32 +505,9 @@ def format_report(per_class, confused):
 # ---------------------------------------------------------------------------------------------
 
 
-TEMP_FILES = set()  # being written right now: a hard stop deletes them
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`, renamed onto it only when the block succeeds.
-
-    A reader never sees a half-written file, and a failed or interrupted run leaves the
-    previous run's file as it was.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    TEMP_FILES.add(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        TEMP_FILES.discard(tmp)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_figure(fig, path):
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
 
@@ -447,12 +533,14 @@ def plot_confusion_matrix(confusion, accuracy, path):
     save_figure(fig, path)
 
 
-def plot_training_curves(history, path):
+def plot_training_curves(history, watched, path):
     epochs = np.arange(1, len(history["loss"]) + 1)
+    label = ("validation (held-out training images)" if watched == "validation"
+             else "test (watched only, never used to tune)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], "o-", label="training")
-        ax.plot(epochs, history[f"val_{metric}"], "s--", label="test (watched only, never used to tune)")
+        ax.plot(epochs, history[f"val_{metric}"], "s--", label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.set_xticks(epochs)
@@ -477,8 +565,12 @@ def plot_misclassified(x_test, y_test, evaluation, path, limit=36):
         ax.set_title(f"true {y_test[i]}, pred {predicted[i]}\n{probabilities[i, predicted[i]]:.0%} sure",
                      fontsize=9, color="#990000")
     total = int((predicted != y_test).sum())
-    title = (f"{total} misclassified test digits; the {len(wrong)} most confident mistakes" if total
-             else "No misclassified test digits")
+    if total == 0:
+        title = "No misclassified test digits"
+    elif total == len(wrong):
+        title = f"{total} misclassified test digit{'s' if total > 1 else ''}, most confident first"
+    else:
+        title = f"{total} misclassified test digits; the {len(wrong)} most confident mistakes"
     fig.suptitle(title)
     save_figure(fig, path)
 
@@ -515,13 +607,53 @@ def plot_filters(model, digit, path):
 
 
 def write_json(data, path):
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def save_model(model, path):
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+@contextlib.contextmanager
+def staging_folder(output_dir):
+    """A hidden folder inside output_dir where a run writes its outputs before they are published.
+
+    Whatever happens before publish_outputs (an error, Ctrl-C), the folder goes and output_dir
+    holds what it held before: a run leaves all its outputs or none.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".staging-"))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_outputs(outputs, staging):
+    """Write each (name, write) into staging; a failure is reported and the others still written."""
+    written, failed = [], []
+    for name, write in outputs:
+        try:
+            write(staging / name)
+            written.append(name)
+        except Exception as e:  # a full disk, a bug in one picture: keep the other outputs
+            print(f"warning: could not write {name}: {type(e).__name__}: {e}", file=sys.stderr)
+            failed.append(name)
+    return written, failed
+
+
+def publish_outputs(staging, output_dir, names):
+    """Move the staged outputs into place together: renames within one folder, signals held off."""
+    published, failed = [], []
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for name in names:
+            try:
+                os.replace(staging / name, output_dir / name)
+                published.append(output_dir / name)
+            except OSError as e:  # a folder in the file's place, say
+                print(f"warning: could not write {output_dir / name}: {e.strerror}", file=sys.stderr)
+                failed.append(name)
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+    return published, failed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,13 +799,31 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # "(default: None)" tells nothing: show only real defaults
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
+def whole_number(low, high=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {'at least ' + str(low) if high is None else f'from {low} to {high}'}"
+                                             f", got {value}")
+        return value
+    return parse
+
+
+def fraction(text):
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
     return value
 
 
@@ -681,36 +831,46 @@ def parse_args(argv=None):
     parser = OneLineErrorParser(
         description="Train a CNN on MNIST, report how well it did and where it goes wrong; "
                     "or predict digits in your own images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    positive_int = whole_number(1)
     parser.add_argument("--data", default="bundled", metavar="{bundled,keras,PATH}",
                         help="bundled: data/mnist/ (falls back to keras if absent); keras: "
                              "keras.datasets.mnist (downloads); PATH: a folder of the four IDX files "
                              "(gzipped or raw) or a .npz with x_train, y_train, x_test, y_test")
     parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the training images")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="training images per step")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
                         help="make the run repeatable: the same seed gives the same numbers on the same "
-                             "machine (turns on TensorFlow's deterministic ops, which may cost some speed)")
+                             "machine with the same --precision (on TensorFlow it turns on deterministic "
+                             "ops, which may cost some speed)")
     parser.add_argument("--output-dir", default="outputs", type=Path,
                         help="where the pictures, model.keras and metrics.json go")
     parser.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                         help="train on the first N training images only (quick runs)")
     parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test images only")
+    parser.add_argument("--validation-split", type=fraction, default=0.0, metavar="FRACTION",
+                        help="hold out this last fraction of the training images: the curves watch them "
+                             "and the test set is evaluated once, at the end (0: train on all of them and "
+                             "watch the test set, as the notebook did)")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="auto: bfloat16 mixed precision where the hardware makes it faster (GPUs from "
-                             "Ampere on, CPUs with AMX), float32 elsewhere")
+                        help="auto: on a GPU, bfloat16 mixed precision where it is native; on a CPU, whichever "
+                             "trains faster in a few timed steps (printed)")
     parser.add_argument("--augment", action="store_true",
                         help="randomly rotate (10 degrees), shift (10%%) and zoom (10%%) training images")
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
-                        help="Adam's learning rate: cosine, one epoch of warm-up to 0.003 then cosine "
-                             "decay to 0; constant, Adam's default 0.001 throughout, as in the original")
+                        help="Adam's learning rate: cosine, warm-up over the first epoch to 0.003 then "
+                             "cosine decay to 0; constant, Adam's default 0.001 throughout, as in the original")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
-                        help="predict the digit in each image with a trained model instead of training")
+                        help="predict the digit in each image with a trained model instead of training "
+                             "(one digit per image)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="the trained model --predict uses; None means OUTPUT_DIR/model.keras")
-    return parser.parse_args(argv)
+                        help="the trained model --predict uses (default: OUTPUT_DIR/model.keras)")
+    args = parser.parse_args(argv)
+    if args.model and not args.predict:
+        parser.error("--model is only used with --predict; training writes OUTPUT_DIR/model.keras")
+    return args
 
 
 def check_output_dir(path):
@@ -727,27 +887,29 @@ def check_output_dir(path):
         raise InputError(f"--output-dir {path} is not writable ({e.strerror}): choose another folder")
 
 
-def write_report(path, write, saved, failures):
-    """Write one output with write(path); a failure is reported and the other outputs are still written."""
-    try:
-        write(path)
-        saved.append(path)
-    except Exception as e:  # e.g. a full disk or a folder in the file's place: keep the other outputs
-        print(f"warning: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
-        failures.append(path)
+def split_validation(images, labels, fraction):
+    """The last `fraction` of the training images, held out (none for 0), as Keras' validation_split does."""
+    held_out = round(len(images) * fraction)
+    if fraction and not 0 < held_out < len(images):
+        raise InputError(f"--validation-split {fraction} of {len(images)} training images leaves "
+                         f"{held_out} to hold out and {len(images) - held_out} to train on: choose another")
+    keep = len(images) - held_out
+    return images[:keep], labels[:keep], images[keep:], labels[keep:]
 
 
 def predict_main(args):
     model = load_trained_model(args.model or args.output_dir / "model.keras")
     results, failed = predict_images(model, args.predict)
+    failures = []
     if results:
         check_output_dir(args.output_dir)
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        saved = []
-        write_report(args.output_dir / "predictions.png", lambda p: plot_predictions(results, p), saved, [])
-        if saved:
-            print(f"Saved: {saved[0]}")
-    return 1 if failed else 0
+        with staging_folder(args.output_dir) as staging:
+            written, failures = write_outputs([("predictions.png", lambda p: plot_predictions(results, p))], staging)
+            published, unpublished = publish_outputs(staging, args.output_dir, written)
+        failures += unpublished
+        if published:
+            print(f"Saved: {published[0]}")
+    return 1 if failed or failures else 0
 
 
 def main(argv=None):
@@ -759,68 +921,81 @@ def main(argv=None):
     (x_train, y_train, x_test, y_test), source = load_mnist(args.data)
     x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
     x_test, y_test = x_test[: args.limit_test], y_test[: args.limit_test]
-    print(f"Data: {source}: {len(x_train):,} training and {len(x_test):,} test images")
+    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, args.validation_split)
+    held_out = f", {len(x_val):,} held out for validation" if len(x_val) else ""
+    print(f"Data: {source}: {len(x_train):,} training{held_out} and {len(x_test):,} test images")
 
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-        tf.config.experimental.enable_op_determinism()
-    precision, device = choose_precision(args.precision)
+    build = build_model
+    batch = x_train[: args.batch_size, ..., None], y_train[: args.batch_size]
+    precision, device, timings = choose_precision(args.precision, build, *batch)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    print(f"Device: {device}, precision: {precision}")
+    measured = (f" (measured {1000 * timings['float32']:.1f} ms a step in float32, "
+                f"{1000 * timings['bfloat16']:.1f} in bfloat16)" if timings else "")
+    print(f"Backend: {keras.backend.backend()}, device: {device}, precision: {precision}{measured}")
+    if args.seed is not None:  # after the timing above, so that it does not shift the random numbers
+        keras.utils.set_random_seed(args.seed)
+        make_deterministic()
 
-    model = build_model()
+    model = build()
     model.summary()
-    train_ds, test_ds = make_datasets(x_train, y_train, x_test, y_test, args.batch_size, args.augment, args.seed)
-    optimizer = make_optimizer(args.lr_schedule, args.epochs, len(train_ds))
+    trainer = make_trainer(model, args.augment, args.seed)
+    watched = (x_val, y_val) if len(x_val) else (x_test, y_test)
+    optimizer = make_optimizer(args.lr_schedule, args.epochs, -(-len(x_train) // args.batch_size))
     train_started = time.perf_counter()
-    history, stop = train(model, train_ds, test_ds, args.epochs, optimizer)
+    history, stop = train(trainer, (x_train[..., None], y_train), (watched[0][..., None], watched[1]),
+                          args.epochs, args.batch_size, optimizer)
     train_seconds = time.perf_counter() - train_started
+    # A signal that came as the last epoch ended cut nothing short: the run is complete.
+    interrupted = stop.epochs_completed < args.epochs
+    print(f"Trained {stop.epochs_completed} epoch{'s' * (stop.epochs_completed != 1)} in {train_seconds:.1f} s")
 
-    out = args.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    saved, failures = [], []
-    write_report(out / "model.keras", lambda p: save_model(model, p), saved, failures)
-    test_images = np.asarray(preprocess(x_test))
-    evaluation = evaluate(model, test_images, y_test)
+    evaluation = evaluate(model, x_test, y_test)
     per_class = per_class_report(evaluation["confusion"])
     confused = most_confused(evaluation["confusion"])
-    write_report(out / "confusion_matrix.png", lambda p: plot_confusion_matrix(
-        evaluation["confusion"], evaluation["accuracy"], p), saved, failures)
-    if history["loss"]:  # stopped before the first epoch ended: no curve to draw
-        write_report(out / "training_curves.png", lambda p: plot_training_curves(history, p), saved, failures)
-    write_report(out / "misclassified.png", lambda p: plot_misclassified(x_test, y_test, evaluation, p),
-                 saved, failures)
-    write_report(out / "filters.png", lambda p: plot_filters(model, test_images[0], p), saved, failures)
     config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
               if key not in ("predict", "model")}
     metrics = {
         "test_accuracy": evaluation["accuracy"],
         "test_loss": evaluation["loss"],
-        "interrupted": stop.interrupted,
+        "interrupted": interrupted,
         "epochs_completed": stop.epochs_completed,
+        "curves_watch": "validation" if len(x_val) else "test",
         "history": history,
         "per_class": per_class,
         "most_confused": confused,
         "confusion_matrix": evaluation["confusion"].tolist(),
-        "config": {**config, "precision": precision, "device": device},
-        "data": {"source": source, "train_images": len(x_train), "test_images": len(x_test)},
+        "config": {**config, "precision": precision, "precision_timings": timings,
+                   "backend": keras.backend.backend(), "device": device, "parameters": model.count_params()},
+        "data": {"source": source, "train_images": len(x_train), "validation_images": len(x_val),
+                 "test_images": len(x_test)},
         "train_seconds": round(train_seconds, 2),
         "duration_seconds": round(time.perf_counter() - started, 2),
     }
-    write_report(out / "metrics.json", lambda p: write_json(metrics, p), saved, failures)
-
-    print(format_report(per_class, confused))
-    if stop.interrupted:
-        print(f"Interrupted after {stop.epochs_completed} of {args.epochs} epochs; saved what was trained.")
-    print(f"Test accuracy: {evaluation['accuracy']:.4f}")
-    print(f"Test loss: {evaluation['loss']:.4f}")
-    print("Saved: " + ", ".join(str(path) for path in saved))
-    if stop.interrupted:
+    outputs = [  # name, how to write it
+        ("model.keras", model.save),
+        ("confusion_matrix.png", lambda p: plot_confusion_matrix(evaluation["confusion"], evaluation["accuracy"], p)),
+        *([("training_curves.png", lambda p: plot_training_curves(history, metrics["curves_watch"], p))]
+          if history["loss"] else []),  # stopped before the first epoch ended: no curve to draw
+        ("misclassified.png", lambda p: plot_misclassified(x_test, y_test, evaluation, p)),
+        ("filters.png", lambda p: plot_filters(model, preprocess(x_test[:1])[0], p)),
+        ("metrics.json", lambda p: write_json(metrics, p)),
+    ]
+    with staging_folder(args.output_dir) as staging:
+        written, failures = write_outputs(outputs, staging)
+        print(format_report(per_class, confused))
+        if interrupted:
+            print(f"Interrupted after {stop.epochs_completed} of {args.epochs} epochs; saved what was trained.")
+        print(f"Test accuracy: {evaluation['accuracy']:.4f}")
+        print(f"Test loss: {evaluation['loss']:.4f}")
+        published, unpublished = publish_outputs(staging, args.output_dir, written)
+    print("Saved: " + ", ".join(str(path) for path in published))
+    if interrupted:
         return 130
-    return 1 if failures else 0
+    return 1 if failures or unpublished else 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a plain kill stops cleanly, like Ctrl-C
     try:
         sys.exit(main())
     except InputError as e:
@@ -829,4 +1004,4 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        os._exit(130)  # skip interpreter teardown: it can crash while TensorFlow's input threads run
+        os._exit(130)  # skip interpreter teardown: it can crash while the backend's threads run

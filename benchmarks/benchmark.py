@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py --seeds 3            # full MNIST, 10 epochs: about 20 minutes on 2 cores
     python benchmarks/benchmark.py --quick              # 2,000 images, 1 epoch: checks that it still runs
     python benchmarks/benchmark.py --also="--precision bfloat16"  # add another configuration as a row
+    python benchmarks/benchmark.py --epochs 2 --also-backend jax  # the program on another Keras backend too
 
 Each configuration runs --seeds times, alternating, every run a fresh process with its own random
 initialisation, so that slow and fast moments of the machine fall on both. End-to-end seconds are
@@ -29,27 +30,36 @@ SEED_STYLE = ("seed-style script", [str(ROOT / "benchmarks" / "seed_style.py")])
 DEFAULT = ("program default", [str(ROOT / "handwritten_digit_classification.py")])
 
 
+def version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine():
     cpu = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"TensorFlow {importlib.metadata.version('tensorflow')}")
+    packages = ", ".join(f"{name} {version(name)}" for name in ("keras", "tensorflow", "jax") if version(name))
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
 
 
-def run_once(command, extra, output_dir):
+def run_once(command, env, extra, output_dir):
     """Run one configuration in its own process; return its metrics, wall time and peak memory."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, *command, *extra, "--output-dir", str(output_dir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not all children's
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read()}")
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    return dict(wall=wall, peak_mb=usage.ru_maxrss / 1024, accuracy=metrics["test_accuracy"],
-                train=metrics["train_seconds"], epochs=metrics["epochs_completed"])
+    config = metrics.get("config", {})
+    return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, "accuracy": metrics["test_accuracy"],
+            "train": metrics["train_seconds"], "epochs": metrics["epochs_completed"],
+            "backend": config.get("backend", "tensorflow"), "precision": config.get("precision", "float32")}
 
 
 def main():
@@ -58,17 +68,25 @@ def main():
     parser.add_argument("--quick", action="store_true", help="2,000 training / 1,000 test images, 1 epoch")
     parser.add_argument("--also", action="append", default=[], metavar="FLAGS",
                         help="another configuration of the program, as its command-line flags")
+    parser.add_argument("--also-backend", action="append", default=[], metavar="BACKEND",
+                        help="the program's default run on this Keras backend too (KERAS_BACKEND=BACKEND)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (quick mode: 1)")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
-    data_flags = ["--limit-train", "2000", "--limit-test", "1000", "--epochs", "1"] if args.quick else []
-    configs = [SEED_STYLE, DEFAULT] + [(f"program {flags}", DEFAULT[1] + flags.split()) for flags in args.also]
+    epochs = 1 if args.quick else args.epochs
+    data_flags = ["--limit-train", "2000", "--limit-test", "1000"] if args.quick else []
+    data_flags += ["--epochs", str(epochs)]
+    configs = [(*SEED_STYLE, {}), (*DEFAULT, {})]
+    configs += [(f"program {flags}", DEFAULT[1] + flags.split(), {}) for flags in args.also]
+    configs += [(f"program, KERAS_BACKEND={backend}", DEFAULT[1], {"KERAS_BACKEND": backend})
+                for backend in args.also_backend]
     images = 2000 if args.quick else 60000
 
-    results = {name: [] for name, _ in configs}
+    results = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            for n, (name, command) in enumerate(configs):
-                result = run_once(command, data_flags, Path(tmp) / f"{n}-{seed}")
+            for n, (name, command, env) in enumerate(configs):
+                result = run_once(command, env, data_flags, Path(tmp) / f"{n}-{seed}")
                 results[name].append(result)
                 print(f"run {seed + 1}/{args.seeds} {name}: {result['wall']:.1f} s, "
                       f"accuracy {result['accuracy']:.4f}", file=sys.stderr, flush=True)
@@ -76,15 +94,17 @@ def main():
     base = results[SEED_STYLE[0]]
     base_wall, base_accuracy = np.mean([r["wall"] for r in base]), np.mean([r["accuracy"] for r in base])
     lines = [f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
-             f"{'quick mode: 2,000 training images, 1 epoch' if args.quick else 'full MNIST, 10 epochs'}.", "",
-             "| configuration | s/epoch | end-to-end s | images/s (training) | test accuracy (mean ± sd) "
-             "| peak memory MB | speed-up (end to end) | accuracy vs seed-style (pp) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{'quick mode: 2,000 training images' if args.quick else 'full MNIST'}, {epochs} "
+             f"epoch{'s' if epochs > 1 else ''}.", "",
+             "| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
+             "| test accuracy (mean ± sd) | peak memory MB | speed-up (end to end) | accuracy vs seed-style (pp) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         wall = np.mean([r["wall"] for r in runs])
         train = np.mean([r["train"] / r["epochs"] for r in runs])
         accuracy = [r["accuracy"] for r in runs]
-        lines.append(f"| {name} | {train:.2f} | {wall:.1f} | {images / train:,.0f} | "
+        chosen = ", ".join(sorted({f"{r['backend']}, {r['precision']}" for r in runs}))  # auto may differ per run
+        lines.append(f"| {name} | {chosen} | {train:.2f} | {wall:.1f} | {images / train:,.0f} | "
                      f"{np.mean(accuracy):.4f} ± {np.std(accuracy):.4f} | {max(r['peak_mb'] for r in runs):,.0f} | "
                      f"{base_wall / wall:.2f}x | {100 * (np.mean(accuracy) - base_accuracy):+.2f} |")
     each = {name: ", ".join(f"{r['accuracy']:.4f}" for r in runs) for name, runs in results.items()}

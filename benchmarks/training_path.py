@@ -1,0 +1,73 @@
+"""What one epoch of the default run costs beyond its bare training steps, on this machine.
+
+    python benchmarks/training_path.py             # full MNIST, batch 128, float32 and bfloat16
+
+Times, per epoch of 60,000 images (medians of --repeats epochs after a warm-up epoch):
+- bare steps: the compiled training step called on batches already in memory, one call a step;
+- fit: the program's own `train()` path without the per-epoch test pass (shuffling, batching,
+  uint8-to-float in the step, steps_per_execution);
+- fit + test pass: the same with the 10,000 test images evaluated after every epoch, as the
+  default run does for its curves.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import handwritten_digit_classification as hdc  # noqa: E402
+
+keras = hdc.keras
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args()
+    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
+    x_train, x_test = x_train[..., None], x_test[..., None]
+    steps = len(x_train) // args.batch_size
+    print(f"Backend {keras.backend.backend()}, {hdc.describe_device()[0]}, {steps} steps of {args.batch_size} an epoch")
+    print("| precision | bare steps s/epoch | fit s/epoch | fit + test pass s/epoch | fit / bare | test pass share |")
+    print("|---|---|---|---|---|---|")
+    for precision, policy in (("float32", "float32"), ("bfloat16", "mixed_bfloat16")):
+        keras.mixed_precision.set_global_policy(policy)
+        trainer = hdc.make_trainer(hdc.build_model(), augment=False, seed=None)
+        hdc.compile_trainer(trainer, "adam")
+        batches = [(x_train[i * args.batch_size:(i + 1) * args.batch_size], y_train[i * args.batch_size:(i + 1) * args.batch_size])
+                   for i in range(steps)]
+        bare = []
+        for epoch in range(args.repeats + 1):
+            started = time.perf_counter()
+            for x, y in batches:
+                trainer.train_on_batch(x, y)
+            bare.append(time.perf_counter() - started)
+        timings = {}
+        for name, watch in (("fit", None), ("fit + test pass", (x_test, y_test))):
+            timer = EpochTimer()
+            trainer.fit(x_train[: steps * args.batch_size], y_train[: steps * args.batch_size], batch_size=args.batch_size,
+                        epochs=args.repeats + 1, validation_data=watch, validation_batch_size=hdc.EVAL_BATCH_SIZE,
+                        callbacks=[timer], verbose=0)
+            timings[name] = float(np.median(timer.seconds[1:]))
+        floor = float(np.median(bare[1:]))
+        print(f"| {precision} | {floor:.2f} | {timings['fit']:.2f} | {timings['fit + test pass']:.2f} | "
+              f"{timings['fit'] / floor:.2f}x | {timings['fit + test pass'] / timings['fit'] - 1:.0%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The program is Keras alone: it trains and predicts on JAX in a process where TensorFlow cannot be imported."""
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+from PIL import Image
+
+import handwritten_digit_classification as hdc
+from conftest import QUICK, run_cli
+
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None and os.environ.get("CI") != "true",
+                               reason="JAX is not installed (pip install jax); CI installs it")
+
+
+@needs_jax
+def test_jax_backend_without_tensorflow(tmp_path):
+    blocked = tmp_path / "blocked" / "tensorflow"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("TensorFlow is blocked: the program must not need it")\n')
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(blocked.parent)}
+    out = tmp_path / "out"
+    result = run_cli(*QUICK, "--augment", "--output-dir", out, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Backend: jax, device: CPU" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["backend"] == "jax" and metrics["test_accuracy"] > 0.85
+
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    for i in range(3):
+        Image.fromarray(255 - x_test[i]).resize((140, 140)).save(tmp_path / f"digit{i}.png")  # dark on light
+    result = run_cli("--predict", *(tmp_path / f"digit{i}.png" for i in range(3)), "--output-dir", out, env=env)
+    assert result.returncode == 0, result.stderr
+    predicted = [int(m.group(1)) for m in re.finditer(r"^.+digit\d\.png: (\d) ", result.stdout, re.M)]
+    assert predicted == y_test[:3].tolist()
+    assert (out / "predictions.png").is_file()

@@ -1,0 +1,89 @@
+"""Training settings through the real command line: schedules, precision, validation split; the evaluation maths."""
+import json
+
+import numpy as np
+import pytest
+
+import handwritten_digit_classification as hdc
+from conftest import QUICK, run_cli
+
+
+def quick_run(tmp_path, *flags):
+    out = tmp_path / "out"
+    result = run_cli(*QUICK, *flags, "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((out / "metrics.json").read_text())
+
+
+def test_auto_precision_keeps_the_faster_of_two_measured():
+    (x_train, y_train, _, _), _ = hdc.load_mnist("bundled")
+    precision, device, timings = hdc.choose_precision("auto", hdc.build_model, x_train[:64, ..., None], y_train[:64])
+    assert device.startswith("CPU (")  # the test machines have no GPU
+    assert set(timings) == {"float32", "bfloat16"} and all(0 < t < 10 for t in timings.values())
+    assert precision == min(timings, key=timings.get)
+    assert hdc.choose_precision("float32", hdc.build_model, None, None) == ("float32", device, None)
+    hdc.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_auto_precision_is_printed_and_recorded(trained):
+    _, result, metrics = trained
+    timings = metrics["config"]["precision_timings"]
+    assert metrics["config"]["precision"] == min(timings, key=timings.get)
+    assert (f"precision: {metrics['config']['precision']} (measured {1000 * timings['float32']:.1f} ms a step in "
+            f"float32, {1000 * timings['bfloat16']:.1f} in bfloat16)") in result.stdout
+    assert f"Backend: {hdc.keras.backend.backend()}, device: CPU" in result.stdout
+
+
+def test_bfloat16_trains(tmp_path):
+    _, metrics = quick_run(tmp_path, "--precision", "bfloat16")
+    assert metrics["config"]["precision"] == "bfloat16" and metrics["config"]["precision_timings"] is None
+    assert metrics["test_accuracy"] > 0.85
+
+
+def test_cosine_schedule_warms_up_then_decays(trained):
+    _, _, metrics = trained
+    rates = metrics["history"]["learning_rate"]  # QUICK: 2 epochs, so the warm-up is the first one
+    assert rates[0] == pytest.approx(hdc.PEAK_LEARNING_RATE, rel=1e-3)
+    assert rates[1] == pytest.approx(0, abs=1e-6)
+
+
+def test_constant_schedule_is_adams_default(tmp_path):
+    _, metrics = quick_run(tmp_path, "--lr-schedule", "constant")
+    assert metrics["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3])
+    assert metrics["test_accuracy"] > 0.85
+
+
+def test_validation_split_watches_held_out_training_images(tmp_path):
+    result, metrics = quick_run(tmp_path, "--validation-split", "0.2")
+    assert metrics["data"]["train_images"] == 2400 and metrics["data"]["validation_images"] == 600
+    assert "2,400 training, 600 held out for validation and 1,000 test images" in result.stdout
+    assert metrics["curves_watch"] == "validation"
+    for accuracy in metrics["history"]["val_accuracy"]:  # counted over 600 images, not the 1,000 test ones
+        assert accuracy * 600 == pytest.approx(round(accuracy * 600), abs=1e-3)
+    assert metrics["test_accuracy"] * 1000 == pytest.approx(round(metrics["test_accuracy"] * 1000))
+    assert metrics["test_accuracy"] > 0.85
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "half"])
+def test_validation_split_must_be_a_fraction(tmp_path, value):
+    result = run_cli("--validation-split", value, "--output-dir", tmp_path / "out")
+    assert result.returncode == 2 and "--validation-split" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_confusion_matrix_rows_are_true_digits():
+    labels = np.array([0, 0, 1, 2, 2, 2, 9])
+    predicted = np.array([0, 1, 1, 2, 2, 7, 9])
+    expected = np.zeros((10, 10), int)
+    for true, guess in zip(labels, predicted):
+        expected[true, guess] += 1
+    np.testing.assert_array_equal(hdc.confusion_matrix(labels, predicted), expected)
+
+
+def test_report_says_n_a_where_there_is_nothing_to_divide_by():
+    confusion = np.diag([5] * 10)
+    confusion[3, 3] = 0  # no test images of 3, never predicted as 3
+    report = hdc.per_class_report(confusion)
+    assert report["3"] == {"precision": None, "recall": None, "f1": None, "support": 0}
+    assert report["4"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 5}
+    line = next(line for line in hdc.format_report(report, []).splitlines() if line.strip().startswith("3 "))
+    assert line.split() == ["3", "n/a", "n/a", "n/a", "0"]
