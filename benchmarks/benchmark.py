@@ -56,8 +56,10 @@ def run_once(command, env, extra, output_dir):
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read()}")
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    config = metrics.get("config", {})
+    config, history = metrics.get("config", {}), metrics.get("history", {})
+    validation = history["val_accuracy"][-1] if metrics.get("curves_watch") == "validation" else None
     return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, "accuracy": metrics["test_accuracy"],
+            "validation": validation, "train_images": metrics.get("data", {}).get("train_images"),
             "train": metrics["train_seconds"], "epochs": metrics["epochs_completed"],
             "backend": config.get("backend", "tensorflow"), "precision": config.get("precision", "float32")}
 
@@ -71,12 +73,14 @@ def main():
     parser.add_argument("--also-backend", action="append", default=[], metavar="BACKEND",
                         help="the program's default run on this Keras backend too (KERAS_BACKEND=BACKEND)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (quick mode: 1)")
+    parser.add_argument("--only-also", action="store_true",
+                        help="run only the --also and --also-backend configurations; compare with the first")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
     data_flags = ["--limit-train", "2000", "--limit-test", "1000"] if args.quick else []
     data_flags += ["--epochs", str(epochs)]
-    configs = [(*SEED_STYLE, {}), (*DEFAULT, {})]
+    configs = [] if args.only_also else [(*SEED_STYLE, {}), (*DEFAULT, {})]
     configs += [(f"program {flags}", DEFAULT[1] + flags.split(), {}) for flags in args.also]
     configs += [(f"program, KERAS_BACKEND={backend}", DEFAULT[1], {"KERAS_BACKEND": backend})
                 for backend in args.also_backend]
@@ -91,20 +95,25 @@ def main():
                 print(f"run {seed + 1}/{args.seeds} {name}: {result['wall']:.1f} s, "
                       f"accuracy {result['accuracy']:.4f}", file=sys.stderr, flush=True)
 
-    base = results[SEED_STYLE[0]]
+    base_name = configs[0][0]
+    base = results[base_name]
     base_wall, base_accuracy = np.mean([r["wall"] for r in base]), np.mean([r["accuracy"] for r in base])
     lines = [f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
              f"{'quick mode: 2,000 training images' if args.quick else 'full MNIST'}, {epochs} "
              f"epoch{'s' if epochs > 1 else ''}.", "",
              "| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
-             "| test accuracy (mean ± sd) | peak memory MB | speed-up (end to end) | accuracy vs seed-style (pp) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| validation accuracy (mean) | test accuracy (mean ± sd) | peak memory MB "
+             f"| speed-up vs {base_name} (end to end) | accuracy vs {base_name} (pp) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         wall = np.mean([r["wall"] for r in runs])
         train = np.mean([r["train"] / r["epochs"] for r in runs])
         accuracy = [r["accuracy"] for r in runs]
         chosen = ", ".join(sorted({f"{r['backend']}, {r['precision']}" for r in runs}))  # auto may differ per run
-        lines.append(f"| {name} | {chosen} | {train:.2f} | {wall:.1f} | {images / train:,.0f} | "
+        trained = runs[0]["train_images"] or images  # fewer with --validation-split
+        validation = [r["validation"] for r in runs if r["validation"] is not None]
+        validation = f"{np.mean(validation):.4f}" if validation else "—"
+        lines.append(f"| {name} | {chosen} | {train:.2f} | {wall:.1f} | {trained / train:,.0f} | {validation} | "
                      f"{np.mean(accuracy):.4f} ± {np.std(accuracy):.4f} | {max(r['peak_mb'] for r in runs):,.0f} | "
                      f"{base_wall / wall:.2f}x | {100 * (np.mean(accuracy) - base_accuracy):+.2f} |")
     each = {name: ", ".join(f"{r['accuracy']:.4f}" for r in runs) for name, runs in results.items()}

@@ -14,7 +14,9 @@ def test_quick_benchmark_prints_a_complete_table(tmp_path):
                                                           result.stdout, re.M)}
     assert set(rows) == {"seed-style script", "program default"}
     for cells in rows.values():
-        chosen, seconds_per_epoch, wall, _, accuracy, memory, speedup, _ = (c.strip() for c in cells.split("|"))
+        chosen, seconds_per_epoch, wall, _, validation, accuracy, memory, speedup, _ = (
+            c.strip() for c in cells.split("|"))
+        assert validation == "—"  # no run held out a validation split
         assert re.fullmatch(r"tensorflow, (float32|bfloat16)", chosen)
         assert float(seconds_per_epoch) > 0 and float(wall) > float(seconds_per_epoch)
         assert 0.5 < float(accuracy.split(" ± ")[0]) <= 1  # 2,000 images, 1 epoch: well above chance
