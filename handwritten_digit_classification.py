@@ -17,11 +17,13 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,7 +35,7 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 # TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda drivers")
 # ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output: hide stderr while Keras
@@ -660,18 +662,80 @@ def publish_outputs(staging, output_dir, names):
 # Your own digits
 # ---------------------------------------------------------------------------------------------
 
+READ_SIZE = 1024  # longer side kept on reading: plenty for a 20-pixel digit, cheap for a 100-megapixel photo
+PREVIEW_SIZE = 192  # longer side of the copy shown in predictions.png
+WORK_SIZE = 256  # longer side to_mnist_form works at
 
-def read_image(path):
-    """Any PNG or JPEG as grayscale in [0, 1]; a transparent background counts as white paper."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF, not in the pixels
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+def _normalised(image):
+    """16-bit, 32-bit and float images as mode F in [0, 1], scaled by their mode's range: convert("L") clips."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode.startswith("I;16") or (image.mode == "I" and values.min() >= 0 and values.max() <= 65535):
+        values = values / 65535  # 16-bit data, whether Pillow calls it I;16 or I
+    elif image.mode == "F" and values.min() >= 0 and values.max() <= 1:
+        pass
+    else:  # 32-bit integers or floats outside [0, 1] have no agreed white: stretch what is there
+        low, high = float(values.min()), float(values.max())
+        values = (values - low) / max(high - low, 1e-12)
+    return Image.fromarray(np.nan_to_num(values).astype(np.float32), "F")
+
+
+def _on_background(image):
+    """Put a transparent image on the colour that contrasts with what is drawn: white ink on black."""
+    rgba = np.asarray(image, dtype=np.float32) / 255
+    drawn = rgba[..., 3] > 0.5
+    luminance = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    light_ink = drawn.any() and np.median(luminance[drawn]) > 0.5
+    return Image.alpha_composite(Image.new("RGBA", image.size, "black" if light_ink else "white"), image)
+
+
+def _decode(image):
+    image.draft(None, (READ_SIZE, READ_SIZE))  # JPEG decodes at 1/2 to 1/8 scale: a fraction of the work
+    image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF, not in the pixels
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _normalised(image)
+    elif image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    image.thumbnail((READ_SIZE, READ_SIZE), Image.BOX)  # box averaging keeps thin strokes as grey
+    if image.mode == "RGBA":
+        image = _on_background(image).convert("RGB")
+    if image.mode == "F":
+        gray = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray(np.round(gray * 255).astype(np.uint8), "L")
+    else:
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    preview = image.convert("RGB")
+    preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.BOX)
+    return gray, np.asarray(preview)
+
+
+def read_image(source):
+    """A path or binary file as (gray, preview): gray a 2-D float32 array in [0, 1] at most READ_SIZE
+    pixels on its longer side, preview a small RGB uint8 copy in the image's own colours.
+
+    Raises InputError with a one-line reason for anything it cannot read.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above ~89 megapixels; a 108-megapixel phone photo is fine, read reduced.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                return _decode(image)
+    except FileNotFoundError:
+        raise InputError("no such file")
+    except IsADirectoryError:
+        raise InputError("a folder, not an image")
+    except Image.DecompressionBombError:
+        raise InputError(f"declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
+                         f"safely: scale it down first")
+    except Exception as e:  # noqa: BLE001 -- a damaged or foreign file can trip any decoder, in any way
+        raise InputError(f"not an image this program can read ({type(e).__name__})")
 
 
 def _sliding(array, size, reduce):
-    """Min or max over a size x size window (separable, edge-padded): grey-scale erosion or dilation."""
+    """`reduce` (np.mean, np.max...) over a size x size window, separable and edge-padded."""
     pad = size // 2
     for axis in (0, 1):
         padded = np.pad(array, [(pad, pad) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
@@ -680,14 +744,55 @@ def _sliding(array, size, reduce):
 
 
 def otsu_threshold(values):
-    """The threshold that best splits values in [0, 1] into two classes (Otsu, 1979)."""
-    counts, edges = np.histogram(values, bins=256, range=(0, 1))
+    """The threshold that best splits the values into two classes (Otsu, 1979)."""
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:  # one value: nothing to split
+        return low
+    counts, edges = np.histogram(values, bins=256, range=(low, high))
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)
     weight_high = weight_low[-1] - weight_low
     mean_low = np.cumsum(counts * centres) / np.maximum(weight_low, 1)
     mean_high = ((counts * centres).sum() - np.cumsum(counts * centres)) / np.maximum(weight_high, 1)
     return centres[np.argmax(weight_low * weight_high * (mean_low - mean_high) ** 2)]
+
+
+def ink_up(gray):
+    """The image with ink light and paper dark, whichever way round it was written.
+
+    The paper is what the image's border shows: a digit, even cropped tight and filling the
+    frame, touches the border only here and there. When most of the border falls on one side of
+    the image's Otsu split, that side is the paper. When it does not, uneven light has spread the
+    paper across the split, and the ink is the side that strays furthest from the border's median.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    light_border = (border > otsu_threshold(gray.ravel())).mean()
+    if abs(light_border - 0.5) >= 0.15:
+        dark_ink = light_border > 0.5
+    else:
+        smooth = _sliding(gray, 3, np.mean)  # so that a speck of noise cannot decide
+        paper = np.median(border)
+        dark_ink = paper - smooth.min() >= smooth.max() - paper
+    return 1 - gray if dark_ink else gray
+
+
+def paper_level(ink):
+    """The paper's level under uneven light, from the paper only: a smooth surface, never a stroke.
+
+    A quadratic in x and y (a lamp on one side, a shadow, a vignette) is fitted to the pixels on
+    the paper's side of the Otsu split of what the last fit left; with six numbers it cannot
+    follow a stroke, however bold, and refitting drops the ink even where it covers half the image.
+    """
+    height, width = ink.shape
+    y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)
+    values = ink.ravel().astype(np.float64)
+    paper = np.ones(values.size, bool)
+    for _ in range(4):
+        coefficients = np.linalg.lstsq(terms[paper], values[paper], rcond=None)[0]
+        residual = values - terms @ coefficients
+        paper = residual <= otsu_threshold(residual)
+    return (terms @ coefficients).reshape(ink.shape).astype(np.float32)
 
 
 def to_mnist_form(gray):
@@ -699,15 +804,15 @@ def to_mnist_form(gray):
     border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
         return gray  # already MNIST-shaped: leave it exactly as it is
-    scale = 256 / max(gray.shape)
-    if scale < 1:  # large photos carry no more useful detail for a 20-pixel digit; this keeps it fast
+    scale = WORK_SIZE / max(gray.shape)
+    if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
         gray = np.asarray(Image.fromarray(gray).resize(
             (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))), Image.BOX))
-    ink = 1 - gray if np.median(gray) > 0.5 else gray  # paper covers most of the picture
-    # Uneven light: a grey-scale opening wider than any stroke keeps only the background; remove it.
-    size = max(3, max(ink.shape) // 6) | 1
-    ink = ink - _sliding(_sliding(ink, size, np.min), size, np.max)
-    if ink.max() < 0.15:
+    ink = ink_up(gray)
+    background = paper_level(ink)
+    # As a share of the way from the paper to full ink: a stroke in shadow counts as much as one in light.
+    ink = np.clip((ink - background) / np.maximum(1 - background, 0.05), 0, 1)
+    if _sliding(ink, 3, np.mean).max() < 0.15:
         return None
     ink = np.where(ink > otsu_threshold(ink.ravel()), ink, 0)  # paper noise and JPEG speckle
     ink = np.clip(ink / np.percentile(ink[ink > 0], 90), 0, 1)
@@ -727,14 +832,28 @@ def to_mnist_form(gray):
     return frame
 
 
+def _training_command(output_dir):
+    folder = "" if output_dir == Path("outputs") else f" --output-dir {shlex.quote(str(output_dir))}"
+    return f"`python {Path(__file__).name}{folder}`"
+
+
 def load_trained_model(path):
+    """The model at `path`, or an InputError that says how to get one."""
     if not path.is_file():
-        raise InputError(f"no trained model at {path}: train first with "
-                         f"`python {Path(__file__).name}` or pass --model PATH")
+        how = (f"train one with {_training_command(path.parent)}" if path.name == "model.keras" else
+               f"train one with {_training_command(Path('DIR'))} and pass --model DIR/model.keras")
+        raise InputError(f"no trained model at {path}: {how}, or pass --model PATH")
     try:
-        return keras.models.load_model(path)
-    except Exception as e:  # a foreign or damaged file: Keras raises many kinds
-        raise InputError(f"{path} is not a model this program can load ({type(e).__name__}: {e})")
+        model = keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 -- a truncated or foreign file: Keras raises many kinds, some misleading
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} is damaged or not a Keras model file ({reason}): train a new one "
+                         f"with {_training_command(path.parent)}, or pass --model PATH")
+    expected = (None, IMAGE_SIZE, IMAGE_SIZE, 1)
+    if tuple(getattr(model, "input_shape", ())) != expected or model.output_shape != (None, NUM_CLASSES):
+        raise InputError(f"{path} is a model for inputs {getattr(model, 'input_shape', '?')} and outputs "
+                         f"{model.output_shape}, not 28x28 digits to 10 classes: pass a model this program trained")
+    return model
 
 
 def predict_images(model, paths):
@@ -742,35 +861,41 @@ def predict_images(model, paths):
     readable, failed = [], 0
     for path in paths:
         try:
-            gray = read_image(path)
-        except FileNotFoundError:
-            error = "no such file"
-        except (UnidentifiedImageError, OSError) as e:
-            error = f"not an image this program can read ({type(e).__name__})"
-        else:
+            gray, preview = read_image(path)
             digit = to_mnist_form(gray)
-            error = None if digit is not None else "blank image: no digit found"
-        if error:
-            print(f"{path}: error: {error}", file=sys.stderr)
+            if digit is None:
+                raise InputError("blank image: no digit found")
+        except InputError as e:
+            print(f"{path}: error: {e}", file=sys.stderr)
             failed += 1
         else:
-            readable.append((path, gray, digit))
+            readable.append((path, preview, digit))  # the small copy only: a photo's pixels are let go
     if not readable:
         return [], failed
     digits = np.stack([digit for _, _, digit in readable])[..., None]
     results = []
-    for (path, gray, digit), probabilities in zip(readable, model.predict(digits, verbose=0)):
+    batch = min(len(digits), EVAL_BATCH_SIZE)
+    for (path, preview, digit), probabilities in zip(readable, model.predict(digits, batch_size=batch, verbose=0)):
         ranked = np.argsort(probabilities)[::-1]
         line = f"{path}: {ranked[0]} ({probabilities[ranked[0]]:.1%})"
         if probabilities[ranked[0]] < 0.9:  # unsure: show what else it might be
             line += ", else " + ", ".join(f"{d} ({probabilities[d]:.1%})" for d in ranked[1:3])
         print(line)
-        results.append((path, gray, digit, int(ranked[0]), float(probabilities[ranked[0]])))
+        results.append((path, preview, digit, int(ranked[0]), float(probabilities[ranked[0]])))
     return results, failed
 
 
+def short_name(path, width=24):
+    """The file's name, its stem shortened with an ellipsis so that the extension always shows."""
+    name = Path(path).name
+    if len(name) <= width:
+        return name
+    suffix = Path(path).suffix[:8]
+    return Path(path).stem[: max(1, width - len(suffix) - 1)] + "\u2026" + suffix
+
+
 def plot_predictions(results, path, limit=24):
-    """Each input beside the 28x28 image the model saw, four pairs a row."""
+    """Each input, in its own colours, beside the 28x28 image the model saw, four pairs a row."""
     shown = results[:limit]
     columns = min(4, len(shown))
     rows = -(-len(shown) // columns)
@@ -779,9 +904,9 @@ def plot_predictions(results, path, limit=24):
     for ax in axes.flat:
         ax.set_axis_off()
     pairs = axes.reshape(rows * columns, 2)
-    for (name, gray, digit, label, confidence), (left, right) in zip(shown, pairs):
-        left.imshow(gray, cmap="gray", vmin=0, vmax=1)
-        left.set_title(Path(name).name[:22], fontsize=8)
+    for (name, preview, digit, label, confidence), (left, right) in zip(shown, pairs):
+        left.imshow(preview)
+        left.set_title(short_name(name), fontsize=8)
         right.imshow(digit, cmap="gray", vmin=0, vmax=1)
         right.set_title(f"sees: {label} ({confidence:.0%})", fontsize=8)
     more = f" (the first {limit} of {len(results)})" if len(results) > limit else ""
@@ -863,8 +988,8 @@ def parse_args(argv=None):
                         help="Adam's learning rate: cosine, warm-up over the first epoch to 0.003 then "
                              "cosine decay to 0; constant, Adam's default 0.001 throughout, as in the original")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
-                        help="predict the digit in each image with a trained model instead of training "
-                             "(one digit per image)")
+                        help="predict the digit in each image with a trained model instead of training; one digit per "
+                             "image (crop each digit on its own: two digits in one image are read as one)")
     parser.add_argument("--model", type=Path, default=None,
                         help="the trained model --predict uses (default: OUTPUT_DIR/model.keras)")
     args = parser.parse_args(argv)

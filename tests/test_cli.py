@@ -26,7 +26,9 @@ def test_run_prints_accuracy_and_metrics_agree(trained):
     assert "Total params: 179,926" in result.stdout
     assert metrics["epochs_completed"] == 2 and not metrics["interrupted"]
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["val_accuracy"]) == 2
-    assert metrics["data"] == {"source": metrics["data"]["source"], "train_images": 3000, "test_images": 1000}
+    assert metrics["data"] == {"source": metrics["data"]["source"], "train_images": 3000, "validation_images": 0,
+                               "test_images": 1000}
+    assert metrics["curves_watch"] == "test" and metrics["config"]["parameters"] == 179_926
     assert metrics["config"]["epochs"] == 2 and metrics["config"]["batch_size"] == 32
     assert metrics["duration_seconds"] >= metrics["train_seconds"] > 0
     for name in [*PNGS, "model.keras", "metrics.json"]:
@@ -76,9 +78,10 @@ def test_help_shows_every_default():
     result = run_cli("--help")
     assert result.returncode == 0
     text_of_help = " ".join(result.stdout.split())  # argparse wraps lines to the terminal's width
+    assert "(default: None)" not in text_of_help and "(default: False)" not in text_of_help
     for text in ["--data", "(default: bundled)", "--epochs", "(default: 10)", "--batch-size", "--seed",
                  "--output-dir", "(default: outputs)", "--limit-train", "--limit-test", "--precision",
-                 "--augment", "--lr-schedule", "--predict", "--model"]:
+                 "--augment", "--lr-schedule", "--validation-split", "(default: 0.0)", "--predict", "--model"]:
         assert text in text_of_help
 
 
@@ -103,3 +106,9 @@ def test_a_failing_report_does_not_stop_the_others(tmp_path):
     for name in ["model.keras", "metrics.json", "confusion_matrix.png", "misclassified.png", "filters.png"]:
         assert (out / name).is_file()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
+def test_model_without_predict_is_refused(tmp_path):
+    result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
+    assert result.returncode == 2 and "--model is only used with --predict" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -1,12 +1,13 @@
 """Predicting your own digits: photos of MNIST test digits, as a phone would take them."""
 import re
+import struct
+import zlib
 
 import numpy as np
-import pytest
-from PIL import Image
+from conftest import SCRIPT, run_cli
+from PIL import Image, ImageFilter
 
 import handwritten_digit_classification as hdc
-from conftest import run_cli
 
 KINDS = ["gray-png", "rgb-jpeg", "uneven-gray", "rgba-transparent", "blue-ink-jpeg"]
 
@@ -35,8 +36,57 @@ def phone_photo(digit, kind, rng):
     return image, ("png" if kind == "uneven-gray" else "jpg")
 
 
+BOLD_KINDS = ["paper", "chalkboard", "uneven-paper", "uneven-chalkboard"]
+
+
+def bold_photo(digit, size, kind, rng):
+    """A 28x28 MNIST digit written with a thick marker and cropped tight to the ink, `size` px on its longer side.
+
+    Paper is dark ink on light; chalkboard is light chalk on dark; uneven adds a lamp on one side.
+    """
+    big = Image.fromarray(digit).resize((112, 112), Image.BICUBIC)
+    thick = np.asarray(big.filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9])))), dtype=float) / 255
+    rows, cols = np.flatnonzero(thick.max(axis=1) > 0.5), np.flatnonzero(thick.max(axis=0) > 0.5)
+    thick = thick[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    factor = size / max(thick.shape)
+    shape = (max(1, round(thick.shape[1] * factor)), max(1, round(thick.shape[0] * factor)))
+    ink = np.clip(np.asarray(Image.fromarray(thick).resize(shape, Image.BICUBIC)), 0, 1)
+    height, width = ink.shape
+    light = 1.0
+    if kind.startswith("uneven"):
+        light = np.linspace(0.55, 1.0, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
+        light = light if rng.random() < 0.5 else light[::-1, ::-1]
+    if kind.endswith("paper"):
+        gray = light * (0.92 - 0.8 * ink)
+    else:
+        gray = light * (0.18 + 0.7 * ink)
+    gray = np.clip(gray + rng.normal(0, 0.015, gray.shape), 0, 1)
+    image = Image.fromarray((gray * 255).astype(np.uint8), "L")
+    if rng.random() < 0.5:
+        return image.convert("RGB"), "jpg"
+    return image, "png"
+
+
+def bold_photos(model, folder, count, rng, first=3000):
+    """Bold tight crops of test digits the model reads right when clean, 48 to 1,600 px; {path: label}."""
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    indices = np.arange(first, first + count)
+    untouched = model.predict(hdc.preprocess(x_test[indices]), verbose=0).argmax(axis=1)
+    paths = {}
+    for n, i in enumerate(indices):
+        if untouched[n] != y_test[i]:
+            continue
+        size = int(np.exp(rng.uniform(np.log(48), np.log(1600))))
+        kind = BOLD_KINDS[n % len(BOLD_KINDS)]
+        image, extension = bold_photo(x_test[i], size, kind, rng)
+        path = folder / f"bold{i}-{kind}-{size}px.{extension}"
+        image.save(path)
+        paths[str(path)] = int(y_test[i])
+    return paths
+
+
 def predictions(stdout):
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.M)}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}
 
 
 def test_phone_photos_of_digits_are_read_like_the_digits(trained, tmp_path):
@@ -99,11 +149,174 @@ def test_bad_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path
     assert list(predictions(result.stdout)) == [str(good)]
 
 
-def test_predict_without_a_model_says_train_first(tmp_path):
+def test_bold_tight_cropped_digits_are_read_like_the_digits(trained, tmp_path):
+    """Marker-thick strokes cropped to the ink, 48 to 1,600 px, on paper and chalkboard, some unevenly lit."""
+    out, _, _ = trained
+    model = hdc.keras.models.load_model(out / "model.keras")
+    paths = bold_photos(model, tmp_path, 120, np.random.default_rng(3))
+    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    predicted = predictions(result.stdout)
+    correct = sum(predicted[path] == label for path, label in paths.items())
+    assert correct / len(paths) >= 0.9, [p for p in paths if predicted[p] != paths[p]]
+
+
+def ring(size, dark_ink):
+    """A marker-thick 0 filling its frame: most of the picture is ink, so the median pixel is ink."""
+    ys, xs = np.indices((size, size * 3 // 4)) + 0.5
+    radius = np.hypot((xs - size * 3 / 8) / (size * 3 / 8), (ys - size / 2) / (size / 2))
+    ink = ((radius > 0.45) & (radius < 1.0)).astype(np.float32)
+    return Image.fromarray(np.uint8(255 * (0.9 - 0.8 * ink if dark_ink else 0.15 + 0.75 * ink)))
+
+
+def test_a_bold_zero_filling_the_frame_keeps_its_hole(tmp_path):
+    for size in (48, 200, 1600):
+        for dark_ink in (True, False):
+            ring(size, dark_ink).save(tmp_path / "zero.png")
+            digit = hdc.to_mnist_form(hdc.read_image(tmp_path / "zero.png")[0])
+            assert digit[12:16, 12:16].max() < 0.1, (size, dark_ink)  # the hole stays paper
+            assert digit[14, 4:8].max() > 0.9 and digit[14, 20:24].max() > 0.9, (size, dark_ink)  # the ring is ink
+            assert digit[:2].max() < 0.1, (size, dark_ink)  # the paper outside stays paper
+
+
+def digit_array(x_test, index, dark_ink=True):
+    """Test digit `index` enlarged 6 times with a margin, as floats in [0, 1]: ink 1 on paper 0."""
+    ink = np.asarray(Image.fromarray(x_test[index]).resize((168, 168), Image.BICUBIC), dtype=np.float64) / 255
+    return np.pad(ink, 40)
+
+
+def test_16_bit_float_32_bit_and_transparent_images_are_read_in_their_range(trained, tmp_path):
+    out, _, _ = trained
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    model = hdc.keras.models.load_model(out / "model.keras")
+    right = np.flatnonzero(model.predict(hdc.preprocess(x_test[:40]), verbose=0).argmax(axis=1) == y_test[:40])
+    first, second, third, fourth, fifth = (int(i) for i in right[:5])
+    paths = {}
+
+    ink = digit_array(x_test, first)  # 16-bit PNG, dark ink on light paper: every value is above 255
+    Image.fromarray(np.uint16(60000 - 52000 * ink)).save(tmp_path / "sixteen.png")
+    paths[tmp_path / "sixteen.png"] = first
+    ink = digit_array(x_test, second)  # floating-point TIFF in [0, 1]
+    Image.fromarray(np.float32(0.9 - 0.8 * ink)).save(tmp_path / "float.tif")
+    paths[tmp_path / "float.tif"] = second
+    ink = digit_array(x_test, third)  # 32-bit integer TIFF, chalk on a board
+    Image.fromarray(np.int32(4e8 + 1.5e9 * ink)).save(tmp_path / "thirty-two.tif")
+    paths[tmp_path / "thirty-two.tif"] = third
+    ink = digit_array(x_test, fourth)  # white ink on nothing
+    white = np.full(ink.shape + (3,), 255, np.uint8)
+    Image.fromarray(np.dstack([white, np.uint8(255 * ink)]), "RGBA").save(tmp_path / "white-on-clear.png")
+    paths[tmp_path / "white-on-clear.png"] = fourth
+    ink = digit_array(x_test, fifth)  # red ink: predictions.png must show it red
+    red = np.dstack([0.95 - 0.1 * ink, 0.95 - 0.9 * ink, 0.95 - 0.9 * ink])
+    Image.fromarray(np.uint8(255 * red)).save(tmp_path / "red-ink.png")
+    paths[tmp_path / "red-ink.png"] = fifth
+
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16" and Image.open(tmp_path / "float.tif").mode == "F"
+    assert Image.open(tmp_path / "thirty-two.tif").mode == "I"
+    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    predicted = predictions(result.stdout)
+    assert predicted == {str(path): int(y_test[i]) for path, i in paths.items()}
+    with Image.open(tmp_path / "pred" / "predictions.png") as picture:
+        rgb = np.asarray(picture.convert("RGB"), dtype=int)
+    red_pixels = (rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+    assert red_pixels.sum() > 200  # the red ink, as it was, not turned grey
+
+
+def bomb_png(path, width, height):
+    """A small PNG whose header declares width x height pixels: Pillow refuses it before decoding."""
+    Image.new("L", (8, 8), 255).save(path)
+    data = bytearray(path.read_bytes())
+    header = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    path.write_bytes(bytes(data))
+
+
+def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path):
+    out, _, _ = trained
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    bomb_png(tmp_path / "bomb.png", 60000, 60000)
+    Image.fromarray(np.uint8(255 - 200 * digit_array(x_test, 0))).save(tmp_path / "good.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:300])
+    # A 108-megapixel phone photo: above Pillow's warning limit, read reduced, without a word.
+    big = Image.new("L", (12000, 9000), 235)
+    big.paste(Image.fromarray(np.uint8(235 - 200 * digit_array(x_test, 1))).resize((2480, 2480)), (4000, 3000))
+    big.save(tmp_path / "big.jpg", quality=90)
+    result = run_cli("--predict", tmp_path / "bomb.png", tmp_path / "good.png", tmp_path / "cut.png",
+                     tmp_path / "big.jpg", tmp_path, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (f"{tmp_path / 'bomb.png'}: error: declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too large "
+         "to read safely: scale it down first"),
+        f"{tmp_path / 'cut.png'}: error: not an image this program can read (OSError)",
+        f"{tmp_path}: error: a folder, not an image"]
+    assert predictions(result.stdout) == {str(tmp_path / "good.png"): int(y_test[0]),
+                                          str(tmp_path / "big.jpg"): int(y_test[1])}
+
+
+def test_a_large_photo_is_read_reduced_and_kept_small(tmp_path):
+    Image.new("RGB", (6000, 4000), "white").save(tmp_path / "big.png")
+    gray, preview = hdc.read_image(tmp_path / "big.png")
+    assert gray.dtype == np.float32 and gray.shape == (683, 1024)
+    assert preview.dtype == np.uint8 and preview.shape == (128, 192, 3)
+    with open(tmp_path / "big.png", "rb") as file:  # a file object works as a path does
+        assert hdc.read_image(file)[0].shape == (683, 1024)
+
+
+def test_names_in_the_picture_keep_their_extension():
+    assert hdc.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg") == "IMG_20240101_12345\u2026.jpeg"
+    assert len(hdc.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg")) == 24
+    assert hdc.short_name("a/seven.png") == "seven.png"
+
+
+def test_predict_without_a_model_names_the_command_that_makes_it(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
-    result = run_cli("--predict", tmp_path / "x.png", "--output-dir", tmp_path / "empty")
+    result = run_cli("--predict", tmp_path / "x.png", "--output-dir", tmp_path / "runs x")
     assert result.returncode == 2
     message = result.stderr.strip()
     assert "\n" not in message and "Traceback" not in message
-    assert "no trained model at" in message and "train first" in message
-    assert not (tmp_path / "empty").exists()
+    assert message == (f"error: no trained model at {tmp_path / 'runs x' / 'model.keras'}: train one with "
+                       f"`python {SCRIPT.name} --output-dir '{tmp_path / 'runs x'}'`, or pass --model PATH")
+    assert not (tmp_path / "runs x").exists()
+
+
+def test_a_damaged_model_file_is_called_damaged(trained, tmp_path):
+    out, _, _ = trained
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    data = (out / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])
+    result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "model.keras")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"error: {tmp_path / 'model.keras'} is damaged or not a Keras model file (")
+
+
+def test_a_model_for_other_inputs_is_refused(tmp_path):
+    inputs = hdc.keras.Input((32, 32, 3))
+    model = hdc.keras.Model(inputs, hdc.keras.layers.Dense(10)(hdc.keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "cifar.keras")
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "cifar.keras")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "is a model for inputs (None, 32, 32, 3)" in message and "not 28x28 digits" in message
+
+
+def test_an_unwritable_picture_is_a_warning_and_a_failure(trained, tmp_path):
+    out, _, _ = trained
+    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
+    (tmp_path / "pred" / "predictions.png").mkdir(parents=True)  # a folder in the picture's place
+    result = run_cli("--predict", tmp_path / "digit.png", "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 1
+    assert predictions(result.stdout) == {str(tmp_path / "digit.png"): int(y_test[0])}
+    assert result.stderr.startswith(f"warning: could not write {tmp_path / 'pred' / 'predictions.png'}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_says_one_digit_per_image():
+    result = run_cli("--help")
+    assert "one digit per image" in " ".join(result.stdout.split())
