@@ -12,9 +12,12 @@ The file reads top to bottom: data, model, training, evaluation, reports, your o
 """
 
 import argparse
+import base64
 import contextlib
+import errno
 import gzip
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -22,10 +25,12 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +40,7 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 # TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda drivers")
 # ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output: hide stderr while Keras
@@ -915,6 +920,246 @@ def plot_predictions(results, path, limit=24):
 
 
 # ---------------------------------------------------------------------------------------------
+# Drawing page
+# ---------------------------------------------------------------------------------------------
+
+WEB_DIR = HERE / "web"
+WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+             ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+MAX_REQUEST_BYTES = 16 * 2**20  # a phone photo, base64-encoded in JSON, fits with room to spare
+MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
+MAX_IMAGE_PIXELS = 50_000_000  # more than any phone camera; refused before decoding
+# The canvas strokes are re-drawn here rather than sent as the canvas' own bitmap: the page's pen
+# is a fixed number of screen pixels wide, so a small digit would reach the network as a fat blob
+# and a large one as hairlines. MNIST's strokes are about 3 pixels in its 20-pixel box, so the
+# pen here is a fixed share of the drawing's longer side, whatever size it was drawn at.
+STROKE_BOX = 160  # the drawing's longer side, in pixels, once rendered
+STROKE_WIDTH = 0.15  # of that side: the drawn test digits then carry as much ink as MNIST's, on average
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; "
+                           "form-action 'none'; frame-ancestors 'none'")
+
+
+class BadRequest(Exception):
+    """A request the server refuses: answered with this HTTP status and {"error": message}."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+def port_number(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {value}")
+    return value
+
+
+def parse_strokes(strokes):
+    """[[[x, y], ...], ...] from the page -> a list of (n, 2) float arrays, refusing anything else."""
+    if not isinstance(strokes, list) or not strokes:
+        raise BadRequest("strokes must be a non-empty list of strokes, each a list of [x, y] points")
+    if sum(len(stroke) if isinstance(stroke, list) else 0 for stroke in strokes) > MAX_POINTS:
+        raise BadRequest(f"too many points: at most {MAX_POINTS:,} in a drawing")
+    for stroke in strokes:
+        if not isinstance(stroke, list) or not stroke or not all(
+                isinstance(point, list) and len(point) == 2
+                # abs(v) < 1e6 also refuses NaN, infinity and integers too large for a float
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 for v in point)
+                for point in stroke):
+            raise BadRequest("each stroke must be a non-empty list of [x, y] points, "
+                             "x and y numbers below 1,000,000")
+    return [np.array(stroke, dtype=np.float64) for stroke in strokes]
+
+
+def render_strokes(strokes):
+    """Draw the strokes as light ink on black, the pen a fixed share of the drawing's size."""
+    points = np.concatenate(strokes)
+    low = points.min(axis=0)
+    scale = STROKE_BOX / max(np.ptp(points, axis=0).max(), 1e-6)
+    width = round(STROKE_WIDTH * STROKE_BOX)
+    # to_mnist_form removes as background whatever is wider than a sixth of the picture: with this
+    # margin that is 43 pixels, nearly twice the pen, so strokes and their crossings stay ink
+    margin = 2 * width
+    image = Image.new("L", (STROKE_BOX + 2 * margin,) * 2, 0)
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        xy = [tuple(p) for p in (stroke - low) * scale + margin]
+        if len(xy) > 1:
+            pen.line(xy, fill=255, width=width, joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round ends, as a pen leaves; a single point is a dot
+            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def decode_photo(text):
+    """A base64-encoded image file -> grayscale in [0, 1], read exactly as --predict reads files."""
+    if not isinstance(text, str) or not text:
+        raise BadRequest("image must be the image file's bytes, base64-encoded")
+    try:
+        data = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+    except ValueError:
+        raise BadRequest("image is not valid base64")
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            pixels = image.width * image.height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what Pillow raises for non-images
+        raise BadRequest("not an image this program can read: send a PNG or JPEG file")
+    if pixels > MAX_IMAGE_PIXELS:
+        raise BadRequest(f"image too large: {pixels:,} pixels, at most {MAX_IMAGE_PIXELS:,}")
+    try:
+        gray, _ = read_image(io.BytesIO(data))
+    except InputError as e:
+        raise BadRequest(f"{e}: send a PNG or JPEG file")
+    return gray
+
+
+def digit_from_request(payload):
+    """The request's drawing or photo as the 28x28 digit the network reads."""
+    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
+        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    if "strokes" in payload:
+        gray = render_strokes(parse_strokes(payload["strokes"]))
+    else:
+        gray = decode_photo(payload["image"])
+    digit = to_mnist_form(gray)
+    if digit is None:
+        raise BadRequest("blank image: no digit found")
+    return digit
+
+
+def read_json_body(handler):
+    """The request's JSON body; its size is checked from Content-Length before a byte is read."""
+    if handler.headers.get("Transfer-Encoding"):
+        raise BadRequest("send the body with a Content-Length, not chunked", status=411)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        raise BadRequest("a Content-Length header is required", status=411)
+    if not length.isdigit():
+        raise BadRequest(f"Content-Length must be a number of bytes, got {length!r}")
+    if int(length) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request too large: {int(length):,} bytes, at most {MAX_REQUEST_BYTES:,}", status=413)
+    if handler.headers.get_content_type() != "application/json":
+        raise BadRequest("send JSON, with Content-Type: application/json")
+    body = handler.rfile.read(int(length))
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON")
+
+
+def make_handler(model, loopback):
+    """The request handler: the files of web/, by name only, and POST /predict."""
+    files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
+             if path.is_file() and path.suffix in WEB_TYPES and not path.name.startswith(".")}
+    files["/"] = WEB_DIR / "index.html"
+    model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
+
+    class DrawingPageHandler(BaseHTTPRequestHandler):
+        server_version = "DigitDrawingPage"
+        timeout = 30  # a client that stops sending mid-request frees its thread
+
+        def log_message(self, format, *args):  # no line per request on the terminal
+            pass
+
+        def send_body(self, status, body, content_type, extra=()):
+            self.send_response(status)
+            for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"), *extra):
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def send_json(self, status, data):
+            self.send_body(status, json.dumps(data).encode(), "application/json")
+
+        def check_host(self):
+            # A web page elsewhere could reach this local server under its own name by DNS
+            # rebinding; the Host header it must then send gives it away.
+            host = self.headers.get("Host")
+            name = host if host is None or host.endswith("]") else host.rsplit(":", 1)[0]
+            if loopback and host is not None and name not in LOOPBACK_NAMES:
+                raise BadRequest(f"unexpected Host header {host!r}: open the page at 127.0.0.1", status=403)
+
+        def do_GET(self):
+            try:
+                self.check_host()
+            except BadRequest as e:
+                return self.send_json(e.status, {"error": str(e)})
+            path = files.get(self.path.split("?", 1)[0])
+            if path is None:
+                return self.send_json(404, {"error": "not found"})
+            self.send_body(200, path.read_bytes(), WEB_TYPES[path.suffix],
+                           [("Content-Security-Policy", CONTENT_SECURITY_POLICY)])
+
+        do_HEAD = do_GET
+
+        def do_POST(self):
+            try:
+                self.check_host()
+                if self.path.split("?", 1)[0] != "/predict":
+                    self.close_connection = True  # its body is not read
+                    raise BadRequest("not found", status=404)
+                payload = read_json_body(self)
+                digit = digit_from_request(payload)
+                with model_lock:
+                    probabilities = np.asarray(model.predict_on_batch(digit[None, :, :, None]), np.float64)[0]
+            except BadRequest as e:
+                if e.status in (404, 411, 413):
+                    self.close_connection = True
+                return self.send_json(e.status, {"error": str(e)})
+            self.send_json(200, {
+                "digit": int(probabilities.argmax()),
+                "probabilities": [round(float(p), 6) for p in probabilities],
+                "image": np.round(digit * 255).astype(int).tolist(),  # the 28x28 digit the model saw
+            })
+
+    return DrawingPageHandler
+
+
+class DrawingPageServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):  # a closed tab is no news
+            print(f"warning: request from {client_address[0]} failed: {type(error).__name__}: {error}",
+                  file=sys.stderr, flush=True)
+
+
+def draw_main(args):
+    model = load_trained_model(args.model or args.output_dir / "model.keras")
+    loopback = args.host in LOOPBACK_NAMES
+    if not loopback:
+        print(f"warning: --host {args.host}: the drawing page is reachable from other machines on the network",
+              file=sys.stderr, flush=True)
+    try:
+        server = DrawingPageServer((args.host, args.port), make_handler(model, loopback))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InputError(f"port {args.port} is already in use on {args.host}: "
+                             f"pass another, e.g. --port {args.port + 1 if args.port < 65535 else 8001}")
+        raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): "
+                         f"check --host and --port")
+    model.predict_on_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))  # the first call compiles
+    host, port = server.server_address[:2]
+    print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as cleanly as Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("Stopped the drawing page.", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -926,7 +1171,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action):  # "(default: None)" tells nothing: show only real defaults
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
 
 
 def whole_number(low, high=None):
@@ -991,10 +1236,16 @@ def parse_args(argv=None):
                         help="predict the digit in each image with a trained model instead of training; one digit per "
                              "image (crop each digit on its own: two digits in one image are read as one)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="the trained model --predict uses (default: OUTPUT_DIR/model.keras)")
+                        help="the trained model --predict and --draw use (default: OUTPUT_DIR/model.keras)")
+    parser.add_argument("--draw", action="store_true",
+                        help="serve a page to draw digits on and watch the model read them, instead of training")
+    parser.add_argument("--port", type=port_number, default=8000, help="the drawing page's port (0: any free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
+                             "reachable from other machines")
     args = parser.parse_args(argv)
-    if args.model and not args.predict:
-        parser.error("--model is only used with --predict; training writes OUTPUT_DIR/model.keras")
+    if args.model and not (args.predict or args.draw):
+        parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")
     return args
 
 
@@ -1041,6 +1292,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.predict:
         return predict_main(args)
+    if args.draw:
+        return draw_main(args)
     started = time.perf_counter()
     check_output_dir(args.output_dir)
     (x_train, y_train, x_test, y_test), source = load_mnist(args.data)

@@ -1,0 +1,167 @@
+"""Draw the digits of drawn_digits.json with the mouse in a real browser and count how many the model reads right.
+
+    python tests/draw_accuracy.py --model outputs/model.keras [--screenshot docs/draw.png]
+
+It starts the program's drawing page (`--draw`) with the model, opens it in headless Chromium
+(Playwright), draws each digit stroke by stroke with mouse moves on the canvas, waits for the page's
+answer for that drawing and reads `#prediction`. tests/test_draw.py uses the same functions.
+"""
+import argparse
+import base64
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE.parent / "handwritten_digit_classification.py"
+DRAWINGS = json.loads((HERE / "drawn_digits.json").read_text())
+
+
+def find_chromium():
+    """Debian's chromium, or None."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+
+
+def start_server(*args, timeout=120):
+    """Start `--draw` with these arguments; return (process, url) once it prints its address.
+
+    Every line it prints goes on to process.output (all of them once process.reader has ended);
+    if it ends without an address, returns (process, None).
+    """
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--draw", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process.output, lines = [], queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            process.output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    process.reader = threading.Thread(target=read, daemon=True)
+    process.reader.start()
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            process.kill()
+            raise TimeoutError(f"the drawing page did not print its address within {timeout} s")
+        if line is None:
+            process.wait()
+            return process, None
+        found = re.search(r"(http://\S+?/) ", line)
+        if found:
+            return process, found.group(1)
+
+
+def draw(page, drawing):
+    """Draw one digit with the mouse: each stroke a press, moves through its points, a release."""
+    canvas = page.locator("#canvas").bounding_box()
+    left, top, side = drawing["box"]
+    frame = DRAWINGS["frame"]
+
+    def at(point):
+        return (canvas["x"] + (left + side * point[0] / frame) * canvas["width"],
+                canvas["y"] + (top + side * point[1] / frame) * canvas["height"])
+
+    for stroke in drawing["strokes"]:
+        page.mouse.move(*at(stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*at(point))
+        page.mouse.up()
+
+
+def read_drawing(page, drawing):
+    """Clear, draw, wait for the page's answer to this very drawing, return the digit it shows."""
+    page.click("#clear")
+    page.locator('#prediction[data-state="empty"]').wait_for()
+    draw(page, drawing)
+    page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+    return page.inner_text("#prediction").strip()
+
+
+def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_drawing=None):
+    """Each drawing's (drawing, the digit the page shows), and what else the browser saw.
+
+    With photo: also give the page that image file by its file picker and by dropping it on the
+    canvas. With screenshot: save one of the page with screenshot_drawing drawn.
+    """
+    from playwright.sync_api import sync_playwright
+
+    facts = {"errors": [], "requests": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1040, "height": 760})
+            page.on("console", lambda m: m.type == "error" and facts["errors"].append(m.text))
+            page.on("pageerror", lambda e: facts["errors"].append(str(e)))
+            page.on("request", lambda r: facts["requests"].append(r.url))
+            page.goto(url)
+            results = [(drawing, read_drawing(page, drawing)) for drawing in drawings]
+            facts["seen_pixels"] = page.evaluate("""() => {
+                const data = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;
+                let lit = 0;
+                for (let i = 0; i < data.length; i += 4) lit += data[i] > 60;
+                return lit;
+            }""")
+            if photo:
+                page.click("#clear")
+                page.set_input_files("#photo", str(photo))
+                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+                facts["photo"] = page.inner_text("#prediction").strip()
+                page.click("#clear")
+                page.locator('#prediction[data-state="empty"]').wait_for()
+                dropped = page.evaluate_handle("""([name, base64]) => {
+                    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+                    const transfer = new DataTransfer();
+                    transfer.items.add(new File([bytes], name, { type: "image/png" }));
+                    return transfer;
+                }""", [Path(photo).name, base64.b64encode(Path(photo).read_bytes()).decode()])
+                page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+                facts["dropped"] = page.inner_text("#prediction").strip()
+            if screenshot:
+                read_drawing(page, screenshot_drawing or drawings[0])
+                page.mouse.move(0, 0)
+                page.wait_for_timeout(500)  # the bars' short animation ends
+                page.screenshot(path=str(screenshot))
+            return results, facts
+        finally:
+            browser.close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="the trained model to measure")
+    parser.add_argument("--screenshot", type=Path, help="also save a screenshot of the page with a digit drawn")
+    args = parser.parse_args()
+    chromium = find_chromium()
+    if chromium is None:
+        sys.exit("no chromium found: install it (apt-get install chromium)")
+    process, url = start_server("--port", 0, "--model", args.model)
+    if url is None:
+        sys.exit("the drawing page did not start: " + process.stderr.read().strip())
+    try:
+        drawings = DRAWINGS["drawings"]
+        shown = next(d for d in drawings if d["style"] == "with a crossbar")  # small and off-centre
+        results, _ = read_all(url, drawings, chromium, screenshot=args.screenshot, screenshot_drawing=shown)
+    finally:
+        process.terminate()
+        process.wait()
+    wrong = [(d, seen) for d, seen in results if seen != str(d["digit"])]
+    for drawing, seen in wrong:
+        print(f"wrong: {drawing['digit']} ({drawing['style']}) read as {seen}")
+    print(f"{len(results) - len(wrong)} of {len(results)} drawn digits read right "
+          f"({(len(results) - len(wrong)) / len(results):.0%}) by {args.model}")
+
+
+if __name__ == "__main__":
+    main()
