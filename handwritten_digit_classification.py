@@ -292,8 +292,9 @@ def build_resnet(stages=RESNET_STAGES):
 
     A 3x3 stem, then stages of residual blocks at 28x28, 14x14 and 7x7 (each later stage halves the
     image with a stride-2 convolution and doubles the channels), global average pooling, softmax.
-    ResNet50 from keras.applications expects 224x224 photographs and would cost tens of times more;
-    the extra block goes to the 7x7 stage, where a convolution costs a sixteenth of one at 28x28.
+    ResNet50 from keras.applications expects 224x224 photographs and would cost tens of times more.
+    The extra block goes to the 7x7 stage: its convolutions cost the arithmetic of one at 28x28,
+    but move a quarter of the activations through normalisation and see the whole digit.
     Only built-in Keras layers, so model.keras loads anywhere without this file.
     """
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1))
@@ -582,9 +583,9 @@ def plot_filters(model, digit, path, most=64):
         return f"{count} {what}" if count <= most else f"the first {most} of {count} {what}"
 
     channel = " for input channel 0" if weights.shape[2] > 1 else ""
-    size = f"{weights.shape[0]}x{weights.shape[1]}"
-    sections = [(kernels, f"First convolution: {shown(weights.shape[-1], f'learned {size} kernels')}{channel} "
-                          f"(red positive, blue negative)")]
+    kernel_size = f"{weights.shape[0]}x{weights.shape[1]}"
+    learned = shown(weights.shape[-1], f"learned {kernel_size} kernels")
+    sections = [(kernels, f"First convolution: {learned}{channel} (red positive, blue negative)")]
     for m, name in zip(maps, ("The digit through the first convolution", "Through the second convolution")):
         sections.append((m, f"{name} ({shown(m.shape[-1], 'feature maps')}, {m.shape[0]}x{m.shape[1]})"))
     grids = [grid_shape(min(images.shape[-1], most)) for images, _ in sections]
