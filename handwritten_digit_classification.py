@@ -206,22 +206,100 @@ def preprocess(images):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_model():
-    """The network of the original notebook, unchanged: 179,926 parameters."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1)),
-            keras.layers.Conv2D(32, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Conv2D(64, (3, 3), activation="relu"),
-            keras.layers.MaxPooling2D((2, 2)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(100, activation="relu"),
-            # Under mixed precision the softmax still runs in float32, so probabilities sum to 1.
-            keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
-        ],
-        name="mnist_cnn",
-    )
+CNN_FILTERS = (32, 64)
+CNN_DENSE_UNITS = 100
+ARCHITECTURES = ("cnn", "resnet")
+
+
+def max_conv_blocks(size=IMAGE_SIZE):
+    """How many Conv2D 3x3 + MaxPool 2x2 blocks fit an image of this size: 28 -> 13 -> 5 -> 1, so 3."""
+    blocks = 0
+    while size - 2 >= 2:  # the convolution takes 2 pixels, the pooling then needs at least 2
+        size, blocks = (size - 2) // 2, blocks + 1
+    return blocks
+
+
+def build_model(filters=CNN_FILTERS, dense_units=CNN_DENSE_UNITS):
+    """The cnn family: one Conv2D 3x3 + ReLU + MaxPool 2x2 block per number in filters, Flatten,
+    an optional hidden Dense layer, softmax. The defaults are the notebook's network, 179,926 parameters.
+    """
+    filters = tuple(filters)
+    allowed = max_conv_blocks()
+    shown = " ".join(map(str, filters))
+    if not filters:
+        raise InputError("--filters needs at least one number: the filters of each convolution block")
+    if any(n < 1 for n in filters):
+        raise InputError(f"--filters {shown}: every number of filters must be at least 1")
+    if len(filters) > allowed:
+        raise InputError(f"--filters {shown} asks for {len(filters)} convolution blocks, but a 28x28 image "
+                         f"allows at most {allowed} (28 -> 13 -> 5 -> 1 pixels): give at most {allowed} numbers")
+    if dense_units < 0:
+        raise InputError(f"--dense-units {dense_units}: give 0 (no hidden layer) or a positive number")
+    layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1))]
+    for n in filters:
+        layers += [keras.layers.Conv2D(n, (3, 3), activation="relu"), keras.layers.MaxPooling2D((2, 2))]
+    layers.append(keras.layers.Flatten())
+    if dense_units:
+        layers.append(keras.layers.Dense(dense_units, activation="relu"))
+    # Under mixed precision the softmax still runs in float32, so probabilities sum to 1.
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"))
+    return keras.Sequential(layers, name="mnist_cnn")
+
+
+RESNET_STAGES = ((16, 1), (32, 1), (64, 2))  # (channels, residual blocks) at 28x28, 14x14, 7x7
+
+
+def conv_bn(x, channels, strides, name, relu=True):
+    """3x3 convolution, batch normalisation (which makes the convolution's bias redundant), ReLU."""
+    x = keras.layers.Conv2D(channels, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def residual_block(x, channels, strides, name):
+    """Two 3x3 convolutions added to the block's input (He et al., 2016). Where the block halves the
+    image or widens the channels, the input is brought to the new shape by a 1x1 convolution."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != channels:
+        shortcut = keras.layers.Conv2D(channels, 1, strides=strides, use_bias=False, name=f"{name}_proj_conv")(x)
+        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = conv_bn(x, channels, strides, f"{name}_1")
+    y = conv_bn(y, channels, 1, f"{name}_2", relu=False)
+    return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def build_resnet(stages=RESNET_STAGES):
+    """A residual network sized for 28x28 digits and a CPU: 152,666 parameters.
+
+    A 3x3 stem, then stages of residual blocks at 28x28, 14x14 and 7x7 (each later stage halves the
+    image with a stride-2 convolution and doubles the channels), global average pooling, softmax.
+    ResNet50 from keras.applications expects 224x224 photographs and would cost tens of times more.
+    The extra block goes to the 7x7 stage: its convolutions cost the arithmetic of one at 28x28,
+    but move a quarter of the activations through normalisation and see the whole digit.
+    Only built-in Keras layers, so model.keras loads anywhere without this file.
+    """
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1))
+    x = conv_bn(inputs, stages[0][0], 1, "stem")
+    for stage, (channels, blocks) in enumerate(stages, start=1):
+        for block in range(1, blocks + 1):
+            strides = 2 if stage > 1 and block == 1 else 1
+            x = residual_block(x, channels, strides, f"stage{stage}_block{block}")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mnist_resnet")
+
+
+def build_network(architecture="cnn", filters=None, dense_units=None):
+    """The one entry point: architecture is 'cnn' or 'resnet'; None settings mean the family's defaults."""
+    if architecture == "cnn":
+        return build_model(CNN_FILTERS if filters is None else filters,
+                           CNN_DENSE_UNITS if dense_units is None else dense_units)
+    if architecture == "resnet":
+        if filters is not None or dense_units is not None:
+            raise InputError("--filters and --dense-units shape the cnn; the resnet has its own fixed "
+                             "design: drop them or use --architecture cnn")
+        return build_resnet()
+    raise InputError(f"--architecture {architecture}: choose one of {', '.join(ARCHITECTURES)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,34 +660,54 @@ def plot_misclassified(x_test, y_test, evaluation, path, limit=36):
     save_figure(fig, path)
 
 
-def plot_filters(model, digit, path):
-    """The 32 learned 3x3 kernels of the first convolution and one digit seen through both convolutions."""
-    conv1, conv2 = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    kernels = conv1.get_weights()[0][:, :, 0, :]  # (3, 3, 32)
-    features = keras.Model(model.inputs, [conv1.output, conv2.output])
-    maps1, maps2 = (np.asarray(m[0], np.float32) for m in features.predict(digit[None], verbose=0))
+def grid_shape(count, most_columns=16):
+    columns = min(most_columns, count)
+    return -(-count // columns), columns
 
-    fig = plt.figure(figsize=(13, 10), layout="constrained")
-    top, middle, bottom = fig.subfigures(3, 1, height_ratios=[1, 1.1, 2.0])
-    limit = np.abs(kernels).max()
-    for i, ax in enumerate(top.subplots(2, 16).flat):
-        ax.imshow(kernels[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_axis_off()
-    top.suptitle("First convolution: the 32 learned 3x3 kernels (red positive, blue negative)")
 
-    axes = middle.subplots(2, 17)
-    axes[0, 0].imshow(digit[:, :, 0], cmap="gray_r")
-    axes[0, 0].set_title("input", fontsize=9)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for i, ax in enumerate([*axes[:, 1:].flat]):
-        ax.imshow(maps1[:, :, i], cmap="viridis")
-    middle.suptitle("The digit through the first convolution (32 feature maps, 26x26)")
+def plot_filters(model, digit, path, most=64):
+    """The first convolution's learned kernels, and one digit seen through the first two convolutions.
 
-    for i, ax in enumerate(bottom.subplots(4, 16).flat):
-        ax.imshow(maps2[:, :, i], cmap="viridis")
-        ax.set_axis_off()
-    bottom.suptitle("Through the second convolution (64 feature maps, 11x11)")
+    Any architecture: the first two Conv2D layers in the model's order, whatever their channel counts
+    (a model with one convolution shows one). Where the first convolution reads several input
+    channels, its kernels for channel 0 are shown; beyond `most` channels, the first `most`.
+    """
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:2]
+    weights = convs[0].get_weights()[0]  # (height, width, input channels, filters)
+    kernels = weights[:, :, 0, :]
+    outputs = keras.Model(model.inputs, [conv.output for conv in convs]).predict(digit[None], verbose=0)
+    maps = [np.asarray(m[0], np.float32) for m in (outputs if isinstance(outputs, list) else [outputs])]
+
+    def shown(count, what):
+        return f"{count} {what}" if count <= most else f"the first {most} of {count} {what}"
+
+    channel = " for input channel 0" if weights.shape[2] > 1 else ""
+    kernel_size = f"{weights.shape[0]}x{weights.shape[1]}"
+    learned = shown(weights.shape[-1], f"learned {kernel_size} kernels")
+    sections = [(kernels, f"First convolution: {learned}{channel} (red positive, blue negative)")]
+    for m, name in zip(maps, ("The digit through the first convolution", "Through the second convolution")):
+        sections.append((m, f"{name} ({shown(m.shape[-1], 'feature maps')}, {m.shape[0]}x{m.shape[1]})"))
+    grids = [grid_shape(min(images.shape[-1], most)) for images, _ in sections]
+    cell = 0.75  # inches for each small image
+    widest = max(columns for _, columns in grids) + 1  # + 1: the input digit beside the first feature maps
+    heights = [rows * cell + 0.45 for rows, _ in grids]  # + room for the section's title
+    fig = plt.figure(figsize=(max(8, widest * cell), sum(heights)), layout="constrained")
+    subfigures = fig.subfigures(len(sections), 1, height_ratios=heights, squeeze=False).flat
+    for k, (subfig, (images, title), (rows, columns)) in enumerate(zip(subfigures, sections, grids)):
+        axes = subfig.subplots(rows, columns + (k == 1), squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        if k == 1:
+            axes[0, 0].imshow(digit[:, :, 0], cmap="gray_r")
+            axes[0, 0].set_title("input", fontsize=9)
+            axes = axes[:, 1:]
+        limit = np.abs(kernels).max() or 1  # one colour scale for all kernels, zero in white
+        for i, ax in enumerate(axes.flat[: min(images.shape[-1], most)]):
+            if k == 0:
+                ax.imshow(images[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            else:
+                ax.imshow(images[:, :, i], cmap="viridis")
+        subfig.suptitle(title)
     save_figure(fig, path)
 
 
