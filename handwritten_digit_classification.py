@@ -14,6 +14,7 @@ The file reads top to bottom: data, model, training, evaluation, reports, your o
 import argparse
 import base64
 import contextlib
+import functools
 import errno
 import gzip
 import hashlib
@@ -307,7 +308,7 @@ def build_network(architecture="cnn", filters=None, dense_units=None):
 # ---------------------------------------------------------------------------------------------
 
 EVAL_BATCH_SIZE = 1000  # inference needs no small batches: large ones keep the cores busy
-PEAK_LEARNING_RATE = 3e-3
+LEARNING_RATES = {"cosine": 3e-3, "constant": 1e-3}  # the cosine's peak; Adam's default, as in the original
 # Several training steps per call into the backend, so less Python runs between batches; Keras'
 # PyTorch trainer only takes one.
 STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
@@ -404,15 +405,15 @@ def make_trainer(model, augment, seed):
     ], name="trainer")
 
 
-def make_optimizer(lr_schedule, epochs, steps_per_epoch):
+def make_optimizer(lr_schedule, learning_rate, epochs, steps_per_epoch):
+    """Adam, at a constant rate or along the cosine schedule whose peak `learning_rate` is."""
     if lr_schedule == "cosine":
-        # Warm up over the first epoch (half the run if it has one epoch) to a higher peak, then
-        # decay to zero along a cosine: large early steps, fine late ones.
+        # Warm up over the first epoch (half the run if it has one epoch) to the peak, then decay
+        # to zero along a cosine: large early steps, fine late ones.
         warmup = min(steps_per_epoch, epochs * steps_per_epoch // 2)
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            1e-4, decay_steps=epochs * steps_per_epoch - warmup, warmup_target=PEAK_LEARNING_RATE, warmup_steps=warmup)
-    else:
-        learning_rate = 1e-3  # Adam's default, as in the original
+            learning_rate / 30, decay_steps=epochs * steps_per_epoch - warmup, warmup_target=learning_rate,
+            warmup_steps=warmup)
     return keras.optimizers.Adam(learning_rate)
 
 
@@ -508,7 +509,7 @@ class GracefulStop(keras.callbacks.Callback):
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
 
 
-def train(trainer, train_data, watch_data, epochs, batch_size, optimizer):
+def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=()):
     """Fit the model, watching `watch_data` after every epoch for the curves; nothing is chosen by it."""
     compile_trainer(trainer, optimizer)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
@@ -517,7 +518,7 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer):
         learning_rate=float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))))
     with GracefulStop(steps_per_epoch) as stop:
         history = trainer.fit(*train_data, batch_size=batch_size, epochs=epochs, validation_data=watch_data,
-                              validation_batch_size=EVAL_BATCH_SIZE, callbacks=[record_rate, stop],
+                              validation_batch_size=EVAL_BATCH_SIZE, callbacks=[record_rate, *callbacks, stop],
                               verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
     completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
     completed["epoch_seconds"] = stop.epoch_seconds
@@ -1046,16 +1047,6 @@ class BadRequest(Exception):
         self.status = status
 
 
-def port_number(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}")
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {value}")
-    return value
-
-
 def parse_strokes(strokes):
     """[[[x, y], ...], ...] from the page -> a list of (n, 2) float arrays, refusing anything else."""
     if not isinstance(strokes, list) or not strokes:
@@ -1285,6 +1276,16 @@ def whole_number(low, high=None):
     return parse
 
 
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.001, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
 def fraction(text):
     try:
         value = float(text)
@@ -1328,8 +1329,21 @@ def parse_args(argv=None):
     parser.add_argument("--augment", action="store_true",
                         help="randomly rotate (10 degrees), shift (10%%) and zoom (10%%) training images")
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
-                        help="Adam's learning rate: cosine, warm-up over the first epoch to 0.003 then "
-                             "cosine decay to 0; constant, Adam's default 0.001 throughout, as in the original")
+                        help="Adam's learning rate: cosine, warm-up over the first epoch to the peak then "
+                             "cosine decay to 0; constant, the same rate throughout, as in the original")
+    parser.add_argument("--learning-rate", type=positive_float, default=None, metavar="RATE",
+                        help="the cosine's peak (default 0.003) or the constant rate (default 0.001, Adam's own)")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="cnn",
+                        help="cnn: the notebook's family of networks, shaped by --filters and --dense-units; "
+                             "resnet: a compact residual network for 28x28 digits (slower, more accurate)")
+    parser.add_argument("--filters", type=positive_int, nargs="+", default=None, metavar="N",
+                        help="cnn: the filters of each Conv2D 3x3 + MaxPool block, one number a block, at most "
+                             f"{max_conv_blocks()} blocks (default: {' '.join(map(str, CNN_FILTERS))})")
+    parser.add_argument("--dense-units", type=whole_number(0), default=None, metavar="N",
+                        help=f"cnn: units of the hidden dense layer, 0 for none (default: {CNN_DENSE_UNITS})")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs, "
+                             "replacing that folder's earlier logs; needs TensorFlow installed")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
                         help="predict the digit in each image with a trained model instead of training; one digit per "
                              "image (crop each digit on its own: two digits in one image are read as one)")
@@ -1337,13 +1351,19 @@ def parse_args(argv=None):
                         help="the trained model --predict and --draw use (default: OUTPUT_DIR/model.keras)")
     parser.add_argument("--draw", action="store_true",
                         help="serve a page to draw digits on and watch the model read them, instead of training")
-    parser.add_argument("--port", type=port_number, default=8000, help="the drawing page's port (0: any free one)")
+    parser.add_argument("--port", type=whole_number(0, 65535), default=8000, help="the drawing page's port (0: any free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
                              "reachable from other machines")
     args = parser.parse_args(argv)
     if args.model and not (args.predict or args.draw):
         parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")
+    if args.architecture == "cnn":  # record what the run used, not None, in metrics.json
+        args.filters = args.filters or list(CNN_FILTERS)
+        args.dense_units = CNN_DENSE_UNITS if args.dense_units is None else args.dense_units
+    elif args.filters or args.dense_units is not None:
+        parser.error("--filters and --dense-units shape the cnn; the resnet has a fixed design: drop them")
+    args.learning_rate = args.learning_rate or LEARNING_RATES[args.lr_schedule]
     return args
 
 
@@ -1359,6 +1379,19 @@ def check_output_dir(path):
             pass
     except OSError as e:
         raise InputError(f"--output-dir {path} is not writable ({e.strerror}): choose another folder")
+
+
+def tensorboard_logs(output_dir):
+    """A TensorBoard callback writing to OUTPUT_DIR/logs, refused up front where it cannot write."""
+    try:  # the log writer is TensorFlow's with TensorBoard's summary ops, whatever the backend
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+        raise InputError(f"--tensorboard writes its logs with TensorFlow and TensorBoard, and {e.name} is not "
+                         f"installed: pip install tensorflow tensorboard, or drop --tensorboard")
+    logs = output_dir / "logs"
+    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
+    return keras.callbacks.TensorBoard(logs, write_graph=False)
 
 
 def split_validation(images, labels, fraction):
@@ -1394,6 +1427,9 @@ def main(argv=None):
         return draw_main(args)
     started = time.perf_counter()
     check_output_dir(args.output_dir)
+    build = functools.partial(build_network, args.architecture, args.filters, args.dense_units)
+    build()  # refuses settings that cannot work before any data is read
+    callbacks = [tensorboard_logs(args.output_dir)] if args.tensorboard else []
     (x_train, y_train, x_test, y_test), source = load_mnist(args.data)
     x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
     x_test, y_test = x_test[: args.limit_test], y_test[: args.limit_test]
@@ -1401,7 +1437,6 @@ def main(argv=None):
     held_out = f", {len(x_val):,} held out for validation" if len(x_val) else ""
     print(f"Data: {source}: {len(x_train):,} training{held_out} and {len(x_test):,} test images")
 
-    build = build_model
     batch = x_train[: args.batch_size, ..., None], y_train[: args.batch_size]
     precision, device, timings = choose_precision(args.precision, build, *batch)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
@@ -1416,10 +1451,10 @@ def main(argv=None):
     model.summary()
     trainer = make_trainer(model, args.augment, args.seed)
     watched = (x_val, y_val) if len(x_val) else (x_test, y_test)
-    optimizer = make_optimizer(args.lr_schedule, args.epochs, -(-len(x_train) // args.batch_size))
+    optimizer = make_optimizer(args.lr_schedule, args.learning_rate, args.epochs, -(-len(x_train) // args.batch_size))
     train_started = time.perf_counter()
     history, stop = train(trainer, (x_train[..., None], y_train), (watched[0][..., None], watched[1]),
-                          args.epochs, args.batch_size, optimizer)
+                          args.epochs, args.batch_size, optimizer, callbacks)
     train_seconds = time.perf_counter() - train_started
     # A signal that came as the last epoch ended cut nothing short: the run is complete.
     interrupted = stop.epochs_completed < args.epochs

@@ -43,7 +43,7 @@ def test_bfloat16_trains(tmp_path):
 def test_cosine_schedule_warms_up_then_decays(trained):
     _, _, metrics = trained
     rates = metrics["history"]["learning_rate"]  # QUICK: 2 epochs, so the warm-up is the first one
-    assert rates[0] == pytest.approx(hdc.PEAK_LEARNING_RATE, rel=1e-3)
+    assert rates[0] == pytest.approx(hdc.LEARNING_RATES["cosine"], rel=1e-3)
     assert rates[1] == pytest.approx(0, abs=1e-6)
 
 
