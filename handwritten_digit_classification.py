@@ -1386,9 +1386,9 @@ def tensorboard_logs(output_dir):
     try:  # the log writer is TensorFlow's with TensorBoard's summary ops, whatever the backend
         import tensorboard  # noqa: F401
         import tensorflow  # noqa: F401
-    except ImportError as e:
-        raise InputError(f"--tensorboard writes its logs with TensorFlow and TensorBoard, and {e.name} is not "
-                         f"installed: pip install tensorflow tensorboard, or drop --tensorboard")
+    except ImportError:
+        raise InputError("--tensorboard writes its logs with TensorFlow and TensorBoard, whatever the backend: "
+                         "pip install tensorflow tensorboard, or drop --tensorboard")
     logs = output_dir / "logs"
     shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
     return keras.callbacks.TensorBoard(logs, write_graph=False)

@@ -35,3 +35,9 @@ def test_jax_backend_without_tensorflow(tmp_path):
     predicted = [int(m.group(1)) for m in re.finditer(r"^.+digit\d\.png: (\d) ", result.stdout, re.M)]
     assert predicted == y_test[:3].tolist()
     assert (out / "predictions.png").is_file()
+
+    result = run_cli(*QUICK, "--tensorboard", "--output-dir", tmp_path / "tb", env=env)
+    assert result.returncode == 2 and "Epoch 1/" not in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "error: --tensorboard writes its logs with TensorFlow and TensorBoard, whatever the backend: "
+        "pip install tensorflow tensorboard, or drop --tensorboard"]
