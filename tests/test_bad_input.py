@@ -4,15 +4,18 @@ Each case runs the real command line. The output folder holds a previous run's f
 come through untouched.
 """
 import gzip
+import io
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, SCRIPT, run_cli
+from test_data import make_idx_folder, write_idx, write_npz_member
 
 import handwritten_digit_classification as hdc
-from conftest import ROOT, SCRIPT, run_cli
-from test_data import make_idx_folder, write_idx
 
 
 def assert_refused(result, *words):
@@ -154,3 +157,75 @@ def test_keras_download_that_fails(tmp_path, out):
            "http_proxy": closed, "HTTPS_PROXY": closed, "HTTP_PROXY": closed}
     result = run_cli("--data", "keras", "--epochs", "1", "--output-dir", out, env={**os.environ, **env})
     assert_refused(result, "could not download MNIST through Keras", "--data PATH")
+
+
+def npz_of(path, **change):
+    """A small .npz from the bundled MNIST with some arrays replaced."""
+    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
+    arrays = {"x_train": x_train[:20], "y_train": y_train[:20], "x_test": x_test[:10], "y_test": y_test[:10]}
+    np.savez(path, **{**arrays, **{key: make(arrays[key]) for key, make in change.items()}})
+    return path
+
+
+def with_nan(x):
+    x = x / 255
+    x[3, 14, 14] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"x_train": with_nan}, ["training images hold NaN or infinite values"]),
+    ({"x_test": lambda x: x.astype("complex128")}, ["test images must be pixel values 0-255", "complex128"]),
+    ({"y_test": lambda y: np.eye(10)[y] * 0.8 + 0.02}, ["not one-hot", "argmax"]),
+], ids=["nan", "complex", "scores-not-one-hot"])
+def test_npz_values_that_are_not_digits(tmp_path, out, change, words):
+    refuse_data(npz_of(tmp_path / "m.npz", **change), out, *words)
+
+
+def test_npz_member_declaring_a_huge_shape(tmp_path, out):
+    """A header that promises 10^9 images over a few bytes: refused from the header, not a MemoryError."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**9, 28, 28)}
+    path = write_npz_member(tmp_path / "m.npz", "x_train", header, bytes(64))
+    refuse_data(path, out, "training images declare 1,000,000,000 entries", "more than the 1,000,000")
+
+
+# The child's peak memory, measured by a parent of its own so that no other child of pytest counts.
+PEAK_RSS = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "sys.exit(r.returncode)")
+
+
+def refused_with_peak_memory(data, out):
+    """Run the CLI on data, check it is refused, return its peak resident memory in MiB."""
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, str(SCRIPT), "--data", str(data),
+                             "--epochs", "1", "--output-dir", str(out)], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert_refused(result, "train-images-idx3-ubyte.gz", "more data than its header declares")
+    return int(result.stdout.split()[-1]) / 1024  # Linux reports KiB
+
+
+def test_gzip_bomb_is_refused_with_bounded_memory(tmp_path, out):
+    """An IDX .gz whose header promises 20 images and whose stream inflates to 4 GiB of zeros (4 MB on
+    disk): refused after reading one byte past the promise, using no more memory than a 1 MiB excess."""
+    folder = tmp_path / "d"
+    make_idx_folder(folder, compress=True, n_train=20)
+    path = folder / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (20, 28, 28))
+    zeros = io.BytesIO()
+    with gzip.GzipFile(fileobj=zeros, mode="wb", compresslevel=9) as stream:
+        for _ in range(16):  # 256 MiB, 16 MiB at a time
+            stream.write(bytes(16 << 20))
+    with path.open("wb") as file:
+        with gzip.GzipFile(fileobj=file, mode="wb") as stream:
+            stream.write(header + bytes(20 * 784))
+        for _ in range(16):  # gzip members read as one stream: 16 x 256 MiB = 4 GiB of excess zeros
+            file.write(zeros.getvalue())
+    assert path.stat().st_size < 8 << 20
+    bomb = refused_with_peak_memory(folder, out)
+
+    small = tmp_path / "small"
+    make_idx_folder(small, compress=True, n_train=20)
+    (small / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(20 * 784 + (1 << 20))))
+    baseline = refused_with_peak_memory(small, out)
+    print(f"peak memory: {bomb:.0f} MiB for the 4 GiB bomb, {baseline:.0f} MiB for a 1 MiB excess")
+    assert bomb < baseline + 64, (bomb, baseline)
