@@ -14,8 +14,8 @@ The file reads top to bottom: data, model, training, evaluation, reports, your o
 import argparse
 import base64
 import contextlib
-import functools
 import errno
+import functools
 import gzip
 import hashlib
 import io
@@ -691,7 +691,8 @@ def evaluate(model, images, labels):
     loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1)).mean())
     confusion = confusion_matrix(labels, predicted)
     accuracy = float(np.trace(confusion) / confusion.sum())
-    return dict(loss=loss, accuracy=accuracy, probabilities=probabilities, predicted=predicted, confusion=confusion)
+    return {"loss": loss, "accuracy": accuracy, "probabilities": probabilities, "predicted": predicted,
+            "confusion": confusion}
 
 
 def per_class_report(confusion):
@@ -886,7 +887,7 @@ def write_outputs(outputs, staging):
         try:
             write(staging / name)
             written.append(name)
-        except Exception as e:  # a full disk, a bug in one picture: keep the other outputs
+        except Exception as e:  # noqa: BLE001 -- a full disk, a bug in one picture: keep the other outputs
             print(f"warning: could not write {name}: {type(e).__name__}: {e}", file=sys.stderr)
             failed.append(name)
     return written, failed

@@ -98,12 +98,12 @@ def main():
     base_name = configs[0][0]
     base = results[base_name]
     base_wall, base_accuracy = np.mean([r["wall"] for r in base]), np.mean([r["accuracy"] for r in base])
-    lines = [f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
-             f"{'quick mode: 2,000 training images' if args.quick else 'full MNIST'}, {epochs} "
-             f"epoch{'s' if epochs > 1 else ''}.", "",
-             "| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
-             "| validation accuracy (mean) | test accuracy (mean ± sd) | peak memory MB "
-             f"| speed-up vs {base_name} (end to end) | accuracy vs {base_name} (pp) |",
+    lines = [(f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
+              f"{'quick mode: 2,000 training images' if args.quick else 'full MNIST'}, {epochs} "
+              f"epoch{'s' if epochs > 1 else ''}."), "",
+             ("| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
+              "| validation accuracy (mean) | test accuracy (mean ± sd) | peak memory MB "
+              f"| speed-up vs {base_name} (end to end) | accuracy vs {base_name} (pp) |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         wall = np.mean([r["wall"] for r in runs])

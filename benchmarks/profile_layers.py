@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf  # per-layer gradients through TensorFlow's own tape: this profile needs that backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from handwritten_digit_classification import build_model, keras  # noqa: E402
+from handwritten_digit_classification import build_model, keras
 
 
 def median_ms(function, *args, repeats=30):

@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf  # the notebook imported it for tf.math.confusion_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from handwritten_digit_classification import keras, load_mnist, plt, sns  # noqa: E402
+from handwritten_digit_classification import keras, load_mnist, plt, sns
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=10)

@@ -18,7 +18,7 @@ def run_cli(*args, script=SCRIPT, timeout=300, env=None):
     """Run the program as a user would, in its own process."""
     env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+                          text=True, timeout=timeout, env=env, check=False)
 
 
 @pytest.fixture(scope="session")

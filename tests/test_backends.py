@@ -5,10 +5,10 @@ import os
 import re
 
 import pytest
+from conftest import QUICK, run_cli
 from PIL import Image
 
 import handwritten_digit_classification as hdc
-from conftest import QUICK, run_cli
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None and os.environ.get("CI") != "true",
                                reason="JAX is not installed (pip install jax); CI installs it")
@@ -32,12 +32,11 @@ def test_jax_backend_without_tensorflow(tmp_path):
         Image.fromarray(255 - x_test[i]).resize((140, 140)).save(tmp_path / f"digit{i}.png")  # dark on light
     result = run_cli("--predict", *(tmp_path / f"digit{i}.png" for i in range(3)), "--output-dir", out, env=env)
     assert result.returncode == 0, result.stderr
-    predicted = [int(m.group(1)) for m in re.finditer(r"^.+digit\d\.png: (\d) ", result.stdout, re.M)]
+    predicted = [int(m.group(1)) for m in re.finditer(r"^.+digit\d\.png: (\d) ", result.stdout, re.MULTILINE)]
     assert predicted == y_test[:3].tolist()
     assert (out / "predictions.png").is_file()
 
     result = run_cli(*QUICK, "--tensorboard", "--output-dir", tmp_path / "tb", env=env)
     assert result.returncode == 2 and "Epoch 1/" not in result.stdout
-    assert result.stderr.strip().splitlines() == [
-        "error: --tensorboard writes its logs with TensorFlow and TensorBoard, whatever the backend: "
-        "pip install tensorflow tensorboard, or drop --tensorboard"]
+    assert result.stderr.strip() == ("error: --tensorboard writes its logs with TensorFlow and TensorBoard, whatever "
+                                     "the backend: pip install tensorflow tensorboard, or drop --tensorboard")

@@ -8,10 +8,11 @@ from conftest import ROOT
 
 def test_quick_benchmark_prints_a_complete_table(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "benchmark.py"), "--quick", "--seeds", "1",
-                             "--output", str(tmp_path / "table.md")], capture_output=True, text=True, timeout=300)
+                             "--output", str(tmp_path / "table.md")], capture_output=True, text=True, timeout=300,
+                            check=False)
     assert result.returncode == 0, result.stderr
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (seed-style script|program default) \|(.*)\|$",
-                                                          result.stdout, re.M)}
+                                                          result.stdout, re.MULTILINE)}
     assert set(rows) == {"seed-style script", "program default"}
     for cells in rows.values():
         chosen, seconds_per_epoch, wall, _, validation, accuracy, memory, speedup, _ = (

@@ -4,10 +4,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 import handwritten_digit_classification as hdc
-from conftest import QUICK, run_cli
 
 PNGS = {  # name: smallest sensible (width, height) for a person to read at 100% zoom
     "confusion_matrix.png": (600, 500),
@@ -19,8 +19,8 @@ PNGS = {  # name: smallest sensible (width, height) for a person to read at 100%
 
 def test_run_prints_accuracy_and_metrics_agree(trained):
     out, result, metrics = trained
-    accuracy = float(re.search(r"^Test accuracy: (0\.\d{4})$", result.stdout, re.M).group(1))
-    loss = float(re.search(r"^Test loss: (\d+\.\d{4})$", result.stdout, re.M).group(1))
+    accuracy = float(re.search(r"^Test accuracy: (0\.\d{4})$", result.stdout, re.MULTILINE).group(1))
+    loss = float(re.search(r"^Test loss: (\d+\.\d{4})$", result.stdout, re.MULTILINE).group(1))
     assert accuracy > 0.9
     assert accuracy == round(metrics["test_accuracy"], 4) and loss == round(metrics["test_loss"], 4)
     assert "Total params: 179,926" in result.stdout
@@ -47,7 +47,7 @@ def test_report_numbers_agree_with_confusion_matrix(trained):
         assert row["precision"] == pytest.approx(confusion[d, d] / confusion[:, d].sum())
         assert row["f1"] == pytest.approx(2 * row["precision"] * row["recall"] / (row["precision"] + row["recall"]))
         assert re.search(rf"^\s+{d}\s+{row['precision']:.4f}\s+{row['recall']:.4f}\s+{row['f1']:.4f}\s+{row['support']}$",
-                         result.stdout, re.M)
+                         result.stdout, re.MULTILINE)
     mistakes = confusion - np.diag(np.diag(confusion))
     top = metrics["most_confused"][0]
     assert top["count"] == mistakes.max() == mistakes[top["true"], top["predicted"]]

@@ -4,10 +4,10 @@ import re
 
 import numpy as np
 import pytest
+from conftest import QUICK, run_cli
 from PIL import Image
 
 import handwritten_digit_classification as hdc
-from conftest import QUICK, run_cli
 
 
 def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import QUICK, run_cli
 
 import handwritten_digit_classification as hdc
-from conftest import QUICK, run_cli
 
 
 def quick_run(tmp_path, *flags):

@@ -15,9 +15,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[1] / "tests")]
-from test_predict import KINDS, phone_photo  # noqa: E402
+from test_predict import KINDS, phone_photo
 
-import handwritten_digit_classification as hdc  # noqa: E402
+import handwritten_digit_classification as hdc
 
 (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
 rng = np.random.default_rng(2026)
