@@ -188,7 +188,7 @@ def test_without_a_model_it_says_train_first(tmp_path):
     assert result.returncode == 2
     message = result.stderr.strip()
     assert "\n" not in message and "Traceback" not in message
-    assert "no trained model at" in message and "train first" in message
+    assert "no trained model at" in message and "train one with" in message
 
 
 def test_a_port_in_use_is_refused_with_another_suggested(server, trained):
