@@ -2,13 +2,15 @@
 
     python handwritten_digit_classification.py                 # train 10 epochs, write outputs/
     python handwritten_digit_classification.py --predict my_digit.jpg
+    python handwritten_digit_classification.py --draw          # draw digits in the browser
 
 The network is Conv2D(32) -> MaxPool -> Conv2D(64) -> MaxPool -> Dense(100) -> Dense(10), 179,926
 parameters, trained with Adam on the copy of MNIST bundled in data/mnist/ (no internet needed).
 The run prints the test accuracy and writes to outputs/: confusion_matrix.png, training_curves.png,
-misclassified.png, filters.png, model.keras and metrics.json.
+misclassified.png, filters.png, model.keras and metrics.json. Keras alone: any backend runs it.
 
-The file reads top to bottom: data, model, training, evaluation, reports, your own digits, command line.
+The file reads top to bottom: data, model, training, evaluation, reports, your own digits, drawing
+page, command line.
 """
 
 import argparse
@@ -1219,8 +1221,7 @@ def render_strokes(strokes):
     low = points.min(axis=0)
     scale = STROKE_BOX / max(np.ptp(points, axis=0).max(), 1e-6)
     width = round(STROKE_WIDTH * STROKE_BOX)
-    # to_mnist_form removes as background whatever is wider than a sixth of the picture: with this
-    # margin that is 43 pixels, nearly twice the pen, so strokes and their crossings stay ink
+    # a clear black border: to_mnist_form tells paper from ink by what the border shows
     margin = 2 * width
     image = Image.new("L", (STROKE_BOX + 2 * margin,) * 2, 0)
     pen = ImageDraw.Draw(image)
@@ -1386,7 +1387,6 @@ def draw_main(args):
     model.predict_on_batch(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))  # the first call compiles
     host, port = server.server_address[:2]
     print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as cleanly as Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ Times, per epoch of 60,000 images (medians of --repeats epochs after a warm-up e
 """
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
     x_train, x_test = x_train[..., None], x_test[..., None]
     steps = len(x_train) // args.batch_size
-    print(f"Backend {keras.backend.backend()}, {hdc.describe_device()[0]}, {steps} steps of {args.batch_size} an epoch")
-    print("| precision | bare steps s/epoch | fit s/epoch | fit + test pass s/epoch | fit / bare | test pass share |")
-    print("|---|---|---|---|---|---|")
+    lines = [(f"Backend {keras.backend.backend()} (Keras {keras.__version__}), {hdc.describe_device()[0]}, "
+             f"{steps} steps of {args.batch_size} an epoch; medians of {args.repeats} epochs after a warm-up one."), "",
+             "| precision | bare steps s/epoch | fit s/epoch | fit + test pass s/epoch | fit / bare | test pass share |",
+             "|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     for precision, policy in (("float32", "float32"), ("bfloat16", "mixed_bfloat16")):
         keras.mixed_precision.set_global_policy(policy)
         trainer = hdc.make_trainer(hdc.build_model(), augment=False, seed=None)
@@ -65,8 +69,12 @@ def main():
                         callbacks=[timer], verbose=0)
             timings[name] = float(np.median(timer.seconds[1:]))
         floor = float(np.median(bare[1:]))
-        print(f"| {precision} | {floor:.2f} | {timings['fit']:.2f} | {timings['fit + test pass']:.2f} | "
-              f"{timings['fit'] / floor:.2f}x | {timings['fit + test pass'] / timings['fit'] - 1:.0%} |", flush=True)
+        lines.append(f"| {precision} | {floor:.2f} | {timings['fit']:.2f} | {timings['fit + test pass']:.2f} | "
+                     f"{timings['fit'] / floor:.2f}x | {timings['fit + test pass'] / timings['fit'] - 1:.0%} |")
+        print(lines[-1], flush=True)
+    if args.output:
+        args.output.write_text(f"Command: `python benchmarks/training_path.py {shlex.join(sys.argv[1:])}`\n\n"
+                               + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
