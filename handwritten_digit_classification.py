@@ -1425,24 +1425,18 @@ def whole_number(low, high=None):
     return parse
 
 
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.001, got {text!r}")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
-
-
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
-    return value
+def real_number(low, high, example, low_included=True):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number such as {example}, got {text!r}")
+        if not (low <= value if low_included else low < value) or not value < high:  # NaN fails both
+            bound = f"at least {low}" if low_included else f"above {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{f' and below {high}' if high < float('inf') else ''}"
+                                             f", got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv=None):
@@ -1468,7 +1462,7 @@ def parse_args(argv=None):
                         help="train on the first N training images only (quick runs)")
     parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test images only")
-    parser.add_argument("--validation-split", type=fraction, default=0.0, metavar="FRACTION",
+    parser.add_argument("--validation-split", type=real_number(0, 1, "0.1"), default=0.0, metavar="FRACTION",
                         help="hold out this last fraction of the training images: the curves watch them "
                              "and the test set is evaluated once, at the end (0: train on all of them and "
                              "watch the test set, as the notebook did)")
@@ -1480,7 +1474,7 @@ def parse_args(argv=None):
     parser.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                         help="Adam's learning rate: cosine, warm-up over the first epoch to the peak then "
                              "cosine decay to 0; constant, the same rate throughout, as in the original")
-    parser.add_argument("--learning-rate", type=positive_float, default=None, metavar="RATE",
+    parser.add_argument("--learning-rate", type=real_number(0, float("inf"), "0.001", low_included=False), default=None, metavar="RATE",
                         help="the cosine's peak (default 0.003) or the constant rate (default 0.001, Adam's own)")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="cnn",
                         help="cnn: the notebook's family of networks, shaped by --filters and --dense-units; "
