@@ -1572,7 +1572,6 @@ def main(argv=None):
     check_output_dir(args.output_dir)
     build = functools.partial(build_network, args.architecture, args.filters, args.dense_units)
     build()  # refuses settings that cannot work before any data is read
-    callbacks = [tensorboard_logs(args.output_dir)] if args.tensorboard else []
     (x_train, y_train, x_test, y_test), source = load_mnist(args.data)
     x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
     x_test, y_test = x_test[: args.limit_test], y_test[: args.limit_test]
@@ -1595,6 +1594,7 @@ def main(argv=None):
     trainer = make_trainer(model, args.augment, args.seed)
     watched = (x_val, y_val) if len(x_val) else (x_test, y_test)
     optimizer = make_optimizer(args.lr_schedule, args.learning_rate, args.epochs, -(-len(x_train) // args.batch_size))
+    callbacks = [tensorboard_logs(args.output_dir)] if args.tensorboard else []
     train_started = time.perf_counter()
     history, stop = train(trainer, (x_train[..., None], y_train), (watched[0][..., None], watched[1]),
                           args.epochs, args.batch_size, optimizer, callbacks)
@@ -1607,7 +1607,7 @@ def main(argv=None):
     per_class = per_class_report(evaluation["confusion"])
     confused = most_confused(evaluation["confusion"])
     config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-              if key not in ("predict", "model")}
+              if key not in ("predict", "model", "draw", "port", "host")}
     metrics = {
         "test_accuracy": evaluation["accuracy"],
         "test_loss": evaluation["loss"],
