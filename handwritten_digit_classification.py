@@ -398,12 +398,16 @@ def build_model(filters=CNN_FILTERS, dense_units=CNN_DENSE_UNITS):
 
 
 RESNET_STAGES = ((16, 1), (32, 1), (64, 2))  # (channels, residual blocks) at 28x28, 14x14, 7x7
+# Batch normalisation's running statistics follow the last few dozen batches, not Keras' default
+# last few hundred: a short run (an epoch of a few thousand images) otherwise predicts with
+# statistics still close to their starting values, and reads every digit as one class.
+BN_MOMENTUM = 0.9
 
 
 def conv_bn(x, channels, strides, name, relu=True):
     """3x3 convolution, batch normalisation (which makes the convolution's bias redundant), ReLU."""
     x = keras.layers.Conv2D(channels, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
@@ -413,7 +417,7 @@ def residual_block(x, channels, strides, name):
     shortcut = x
     if strides != 1 or x.shape[-1] != channels:
         shortcut = keras.layers.Conv2D(channels, 1, strides=strides, use_bias=False, name=f"{name}_proj_conv")(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = conv_bn(x, channels, strides, f"{name}_1")
     y = conv_bn(y, channels, 1, f"{name}_2", relu=False)
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([y, shortcut]))
