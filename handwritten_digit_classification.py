@@ -468,7 +468,7 @@ LEARNING_RATES = {"cosine": 3e-3, "constant": 1e-3}  # the cosine's peak; Adam's
 STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 16
 
 
-# --- The one backend-specific place: what Keras has no portable call for. ---------------------
+# --- The one backend-specific place: what Keras has no portable call for (and TensorBoard). ---
 
 
 def describe_device():
@@ -501,6 +501,19 @@ def make_deterministic():
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def tensorboard_logs(output_dir):
+    """A TensorBoard callback writing to OUTPUT_DIR/logs, refused up front where it cannot write."""
+    try:  # the log writer is TensorFlow's with TensorBoard's summary ops, whatever the backend
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise InputError("--tensorboard writes its logs with TensorFlow and TensorBoard, whatever the backend: "
+                         "pip install tensorflow tensorboard, or drop --tensorboard")
+    logs = output_dir / "logs"
+    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
+    return keras.callbacks.TensorBoard(logs, write_graph=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1526,19 +1539,6 @@ def check_output_dir(path):
             pass
     except OSError as e:
         raise InputError(f"--output-dir {path} is not writable ({e.strerror}): choose another folder")
-
-
-def tensorboard_logs(output_dir):
-    """A TensorBoard callback writing to OUTPUT_DIR/logs, refused up front where it cannot write."""
-    try:  # the log writer is TensorFlow's with TensorBoard's summary ops, whatever the backend
-        import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
-    except ImportError:
-        raise InputError("--tensorboard writes its logs with TensorFlow and TensorBoard, whatever the backend: "
-                         "pip install tensorflow tensorboard, or drop --tensorboard")
-    logs = output_dir / "logs"
-    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
-    return keras.callbacks.TensorBoard(logs, write_graph=False)
 
 
 def split_validation(images, labels, fraction):
