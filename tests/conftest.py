@@ -21,6 +21,14 @@ def run_cli(*args, script=SCRIPT, timeout=300, env=None):
                           text=True, timeout=timeout, env=env, check=False)
 
 
+def refusal(result):
+    """The message of a run refused as bad input: exit status 2, one line, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """One quick real training run, shared by the tests that read its outputs or use its model."""
