@@ -1,0 +1,100 @@
+"""The one backend-specific place: what Keras has no portable call for.
+
+Loading Keras quietly, naming the device and whether it computes bfloat16 natively, deterministic
+kernels, how many steps one call into the backend may run, and TensorBoard's log writer. Each
+backend's own module is imported only inside the function that needs it.
+"""
+
+import os
+import shutil
+import sys
+
+from digits.errors import InputError
+
+
+def load_keras():
+    """Import Keras and let its backend probe the devices with stderr silenced; return keras.
+
+    TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda
+    drivers") ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output. Ctrl-C while the
+    backend loads ends the program with one line, not a traceback from inside it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras
+
+        if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
+            keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
+    except KeyboardInterrupt:
+        os.dup2(saved, 2)
+        print("\nInterrupted while loading Keras; nothing was done.", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return keras
+
+
+def backend_name():
+    """'tensorflow', 'jax' or 'torch'."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def steps_per_execution():
+    """Training steps per call into the backend, so less Python runs between batches; Keras'
+    PyTorch trainer only takes one."""
+    return 1 if backend_name() == "torch" else 16
+
+
+def describe_device():
+    """('GPU (name)' or 'CPU (N cores)', whether that GPU computes bfloat16 natively)."""
+    backend = backend_name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            native = details.get("compute_capability", (0,)) >= (8, 0)
+            return f"GPU ({details.get('device_name', gpus[0].name)})", native
+    elif backend == "jax":
+        import jax
+
+        if jax.default_backend() == "gpu":
+            gpu = jax.devices()[0]
+            return f"GPU ({gpu.device_kind})", float(getattr(gpu, "compute_capability", 0)) >= 8
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU ({torch.cuda.get_device_name()})", torch.cuda.is_bf16_supported()
+    return f"CPU ({os.cpu_count()} cores)", False
+
+
+def make_deterministic():
+    """A seed fixes every random number; TensorFlow also needs its deterministic kernels asked for."""
+    if backend_name() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def tensorboard_callback(output_dir):
+    """A TensorBoard callback writing to output_dir/logs (its earlier logs removed), refused up front
+    where TensorFlow and TensorBoard, its log writer whatever the backend, are not installed."""
+    try:
+        import tensorboard  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise InputError("TensorBoard logs are written with TensorFlow and TensorBoard, whatever the backend: "
+                         "pip install tensorflow tensorboard")
+    import keras
+
+    logs = output_dir / "logs"
+    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
+    return keras.callbacks.TensorBoard(logs, write_graph=False)

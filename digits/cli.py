@@ -1,0 +1,149 @@
+"""The command line: every option, its default and its checks, with no Keras (so --help and a
+mistyped option answer at once), and the option names that library errors are told with."""
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from digits.errors import InputError
+from digits.settings import (
+    ARCHITECTURES,
+    CNN_DENSE_UNITS,
+    CNN_FILTERS,
+    LEARNING_RATES,
+    LR_SCHEDULES,
+    PRECISIONS,
+    max_conv_blocks,
+    network_spec,
+)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, with its error as one line: its usage dump buries the one line that matters."""
+
+    def error(self, message):
+        """Print the one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except the "(default: None)" that tells nothing."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
+def whole_number(low, high=None):
+    """An argparse type: a whole number from `low` (to `high`)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def real_number(low, high, example, low_included=True):
+    """An argparse type: a real number in [low, high) (or (low, high)); `example` shows one."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number such as {example}, got {text!r}")
+        if not (low <= value if low_included else low < value) or not value < high:  # NaN fails both
+            bound = f"at least {low}" if low_included else f"above {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{f' and below {high}' if high < float('inf') else ''}"
+                                             f", got {value}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
+    parser = OneLineErrorParser(
+        description="Train a CNN on MNIST, report how well it did and where it goes wrong; "
+                    "or predict digits in your own images.",
+        formatter_class=HelpFormatter,
+    )
+    positive_int = whole_number(1)
+    parser.add_argument("--data", default="bundled", metavar="{bundled,keras,PATH}",
+                        help="bundled: data/mnist/ (falls back to keras if absent); keras: "
+                             "keras.datasets.mnist (downloads); PATH: a folder of the four IDX files "
+                             "(gzipped or raw) or a .npz with x_train, y_train, x_test, y_test")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the training images")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="training images per step")
+    parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
+                        help="make the run repeatable: the same seed gives the same numbers on the same "
+                             "machine with the same --precision (on TensorFlow it turns on deterministic "
+                             "ops, which may cost some speed)")
+    parser.add_argument("--output-dir", default="outputs", type=Path,
+                        help="where the pictures, model.keras and metrics.json go")
+    parser.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                        help="train on the first N training images only (quick runs)")
+    parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                        help="evaluate on the first N test images only")
+    parser.add_argument("--validation-split", type=real_number(0, 1, "0.1"), default=0.0, metavar="FRACTION",
+                        help="hold out this last fraction of the training images: the curves watch them "
+                             "and the test set is evaluated once, at the end (0: train on all of them and "
+                             "watch the test set, as the original example did)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: on a GPU, bfloat16 mixed precision where it is native; on a CPU, whichever "
+                             "trains faster in a few timed steps (printed)")
+    parser.add_argument("--augment", action="store_true",
+                        help="randomly rotate (10 degrees), shift (10%%) and zoom (10%%) training images")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
+                        help="Adam's learning rate: cosine, warm-up over the first epoch to the peak then "
+                             "cosine decay to 0; constant, the same rate throughout, as in the original")
+    parser.add_argument("--learning-rate", type=real_number(0, float("inf"), "0.001", low_included=False),
+                        default=None, metavar="RATE",
+                        help="the cosine's peak (default 0.003) or the constant rate (default 0.001, Adam's own)")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="cnn",
+                        help="cnn: the original example's family of networks, shaped by --filters and --dense-units; "
+                             "resnet: a compact residual network for 28x28 digits (slower, more accurate)")
+    parser.add_argument("--filters", type=positive_int, nargs="+", default=None, metavar="N",
+                        help="cnn: the filters of each Conv2D 3x3 + MaxPool block, one number a block, at most "
+                             f"{max_conv_blocks()} blocks (default: {' '.join(map(str, CNN_FILTERS))})")
+    parser.add_argument("--dense-units", type=whole_number(0), default=None, metavar="N",
+                        help=f"cnn: units of the hidden dense layer, 0 for none (default: {CNN_DENSE_UNITS})")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs, "
+                             "replacing that folder's earlier logs; needs TensorFlow installed")
+    parser.add_argument("--predict", nargs="+", metavar="IMAGE",
+                        help="predict the digit in each image with a trained model instead of training; one digit per "
+                             "image (crop each digit on its own: two digits in one image are read as one)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="the trained model --predict and --draw use (default: OUTPUT_DIR/model.keras)")
+    parser.add_argument("--draw", action="store_true",
+                        help="serve a page to draw digits on and watch the model read them, instead of training")
+    parser.add_argument("--port", type=whole_number(0, 65535), default=8000,
+                        help="the drawing page's port (0: any free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
+                             "reachable from other machines")
+    args = parser.parse_args(argv)
+    if args.model and not (args.predict or args.draw):
+        parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")
+    try:
+        args.network = network_spec(args.architecture, args.filters, args.dense_units)
+    except InputError as e:  # argparse has checked each number: what is left is how they combine
+        if args.architecture == "resnet":
+            parser.error(f"--architecture resnet: {e}: drop --filters and --dense-units")
+        parser.error(f"--filters {' '.join(map(str, args.filters))}: {e}")
+    if args.architecture == "cnn":  # record what the run used, not None, in metrics.json
+        args.filters, args.dense_units = list(args.network.filters), args.network.dense_units
+    args.learning_rate = args.learning_rate or LEARNING_RATES[args.lr_schedule]
+    return args
+
+
+@contextlib.contextmanager
+def option_named(option, advice=""):
+    """Within the block, a library's InputError is told with the option behind it:
+    "out is a file" -> "--output-dir: out is a file", then `advice` (option None: advice only)."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(f"{option + ': ' if option else ''}{e}{advice}") from None

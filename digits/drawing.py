@@ -1,0 +1,100 @@
+"""What the drawing page sends, turned into the 28x28 digit the network reads: strokes drawn
+again with an MNIST-like pen, or a photo read exactly as --predict reads files. No Keras."""
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from digits.errors import InputError
+from digits.photos import read_image, to_mnist_form
+
+MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
+MAX_IMAGE_PIXELS = 50_000_000  # more than any phone camera; refused before decoding
+# The canvas strokes are re-drawn here rather than sent as the canvas' own bitmap: the page's pen
+# is a fixed number of screen pixels wide, so a small digit would reach the network as a fat blob
+# and a large one as hairlines. MNIST's strokes are about 3 pixels in its 20-pixel box, so the
+# pen here is a fixed share of the drawing's longer side, whatever size it was drawn at.
+STROKE_BOX = 160  # the drawing's longer side, in pixels, once rendered
+STROKE_WIDTH = 0.15  # of that side: the drawn test digits then carry as much ink as MNIST's, on average
+
+
+class BadRequest(Exception):
+    """A request the server refuses: answered with this HTTP status and {"error": message}."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_strokes(strokes):
+    """[[[x, y], ...], ...] from the page -> a list of (n, 2) float arrays, refusing anything else."""
+    if not isinstance(strokes, list) or not strokes:
+        raise BadRequest("strokes must be a non-empty list of strokes, each a list of [x, y] points")
+    if sum(len(stroke) if isinstance(stroke, list) else 0 for stroke in strokes) > MAX_POINTS:
+        raise BadRequest(f"too many points: at most {MAX_POINTS:,} in a drawing")
+    for stroke in strokes:
+        if not isinstance(stroke, list) or not stroke or not all(
+                isinstance(point, list) and len(point) == 2
+                # abs(v) < 1e6 also refuses NaN, infinity and integers too large for a float
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 for v in point)
+                for point in stroke):
+            raise BadRequest("each stroke must be a non-empty list of [x, y] points, "
+                             "x and y numbers below 1,000,000")
+    return [np.array(stroke, dtype=np.float64) for stroke in strokes]
+
+
+def render_strokes(strokes):
+    """Draw the strokes as light ink on black, the pen a fixed share of the drawing's size."""
+    points = np.concatenate(strokes)
+    low = points.min(axis=0)
+    scale = STROKE_BOX / max(np.ptp(points, axis=0).max(), 1e-6)
+    width = round(STROKE_WIDTH * STROKE_BOX)
+    # a clear black border: to_mnist_form tells paper from ink by what the border shows
+    margin = 2 * width
+    image = Image.new("L", (STROKE_BOX + 2 * margin,) * 2, 0)
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        xy = [tuple(p) for p in (stroke - low) * scale + margin]
+        if len(xy) > 1:
+            pen.line(xy, fill=255, width=width, joint="curve")
+        for x, y in (xy[0], xy[-1]):  # round ends, as a pen leaves; a single point is a dot
+            pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def decode_photo(text):
+    """A base64-encoded image file -> grayscale in [0, 1], read exactly as --predict reads files."""
+    if not isinstance(text, str) or not text:
+        raise BadRequest("image must be the image file's bytes, base64-encoded")
+    try:
+        data = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+    except ValueError:
+        raise BadRequest("image is not valid base64")
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            pixels = image.width * image.height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what Pillow raises for non-images
+        raise BadRequest("not an image this program can read: send a PNG or JPEG file")
+    if pixels > MAX_IMAGE_PIXELS:
+        raise BadRequest(f"image too large: {pixels:,} pixels, at most {MAX_IMAGE_PIXELS:,}")
+    try:
+        gray, _ = read_image(io.BytesIO(data))
+    except InputError as e:
+        raise BadRequest(f"{e}: send a PNG or JPEG file")
+    return gray
+
+
+def digit_from_request(payload):
+    """The request's drawing or photo as the 28x28 digit the network reads."""
+    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
+        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    if "strokes" in payload:
+        gray = render_strokes(parse_strokes(payload["strokes"]))
+    else:
+        gray = decode_photo(payload["image"])
+    digit = to_mnist_form(gray)
+    if digit is None:
+        raise BadRequest("blank image: no digit found")
+    return digit

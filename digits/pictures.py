@@ -1,0 +1,173 @@
+"""The pictures of a run: confusion matrix, training curves, misclassified digits, learned
+filters, and the predictions on the user's own images. Files only, no window."""
+
+from pathlib import Path
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from digits.errors import NUM_CLASSES
+
+
+def save_figure(fig, path):
+    """Save the figure as a PNG and free it, whatever happens."""
+    try:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def plot_confusion_matrix(confusion, accuracy, path):
+    """Counts in every cell; colour only for the mistakes, so the off-diagonal cells stand out."""
+    import seaborn as sns  # SciPy's statistics come with it: loaded only for this picture
+
+    support = confusion.sum(axis=1, keepdims=True)
+    error_share = 100 * confusion / np.maximum(support, 1)
+    diagonal = np.eye(NUM_CLASSES, dtype=bool)
+    labels = np.where(confusion > 0, confusion.astype(str), "")
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    sns.heatmap(error_share, mask=diagonal, annot=labels, fmt="", cmap="Reds", vmin=0,
+                vmax=max(error_share[~diagonal].max(), 0.5), linewidths=0.5, linecolor="#dddddd",
+                cbar_kws={"label": "% of the true digit's images predicted as this digit"}, ax=ax)
+    sns.heatmap(confusion, mask=~diagonal, annot=labels, fmt="", cmap=["#d9ead3"], cbar=False,
+                annot_kws={"color": "#274e13", "weight": "bold"}, linewidths=0.5, linecolor="#dddddd", ax=ax)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(f"Confusion matrix: test accuracy {accuracy:.2%} on {int(confusion.sum()):,} images\n"
+                 f"green diagonal = correct; red = mistakes, darker = a larger share of that digit",
+                 fontsize=11)
+    ax.tick_params(axis="y", rotation=0)
+    save_figure(fig, path)
+
+
+def plot_training_curves(history, watched, path):
+    """Loss and accuracy per epoch, training and the watched set ('test' or 'validation')."""
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    label = ("validation (held-out training images)" if watched == "validation"
+             else "test (watched only, never used to tune)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", label="training")
+        ax.plot(epochs, history[f"val_{metric}"], "s--", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves")
+    save_figure(fig, path)
+
+
+def plot_misclassified(x_test, y_test, evaluation, path, limit=36):
+    """The misclassified test digits, most confident mistakes first, at most `limit`."""
+    predicted, probabilities = evaluation.predicted, evaluation.probabilities
+    wrong = np.flatnonzero(predicted != y_test)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:limit]  # most confident first
+    columns = 6
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(x_test[i], cmap="gray_r")
+        ax.set_title(f"true {y_test[i]}, pred {predicted[i]}\n{probabilities[i, predicted[i]]:.0%} sure",
+                     fontsize=9, color="#990000")
+    total = int((predicted != y_test).sum())
+    if total == 0:
+        title = "No misclassified test digits"
+    elif total == len(wrong):
+        title = f"{total} misclassified test digit{'s' if total > 1 else ''}, most confident first"
+    else:
+        title = f"{total} misclassified test digits; the {len(wrong)} most confident mistakes"
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def grid_shape(count, most_columns=16):
+    """(rows, columns) for `count` small images, at most `most_columns` a row."""
+    columns = min(most_columns, count)
+    return -(-count // columns), columns
+
+
+def plot_filters(model, digit, path, most=64):
+    """The first convolution's learned kernels, and one digit seen through the first two convolutions.
+
+    Any architecture: the first two Conv2D layers in the model's order, whatever their channel counts
+    (a model with one convolution shows one). Where the first convolution reads several input
+    channels, its kernels for channel 0 are shown; beyond `most` channels, the first `most`.
+    """
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:2]
+    weights = convs[0].get_weights()[0]  # (height, width, input channels, filters)
+    kernels = weights[:, :, 0, :]
+    outputs = keras.Model(model.inputs, [conv.output for conv in convs]).predict(digit[None], verbose=0)
+    maps = [np.asarray(m[0], np.float32) for m in (outputs if isinstance(outputs, list) else [outputs])]
+
+    def shown(count, what):
+        return f"{count} {what}" if count <= most else f"the first {most} of {count} {what}"
+
+    channel = " for input channel 0" if weights.shape[2] > 1 else ""
+    kernel_size = f"{weights.shape[0]}x{weights.shape[1]}"
+    learned = shown(weights.shape[-1], f"learned {kernel_size} kernels")
+    sections = [(kernels, f"First convolution: {learned}{channel} (red positive, blue negative)")]
+    for m, name in zip(maps, ("The digit through the first convolution", "Through the second convolution")):
+        sections.append((m, f"{name} ({shown(m.shape[-1], 'feature maps')}, {m.shape[0]}x{m.shape[1]})"))
+    grids = [grid_shape(min(images.shape[-1], most)) for images, _ in sections]
+    cell = 0.75  # inches for each small image
+    widest = max(columns for _, columns in grids) + 1  # + 1: the input digit beside the first feature maps
+    heights = [rows * cell + 0.45 for rows, _ in grids]  # + room for the section's title
+    fig = plt.figure(figsize=(max(8, widest * cell), sum(heights)), layout="constrained")
+    subfigures = fig.subfigures(len(sections), 1, height_ratios=heights, squeeze=False).flat
+    for k, (subfig, (images, title), (rows, columns)) in enumerate(zip(subfigures, sections, grids)):
+        axes = subfig.subplots(rows, columns + (k == 1), squeeze=False)
+        for ax in axes.flat:
+            ax.set_axis_off()
+        if k == 1:
+            axes[0, 0].imshow(digit[:, :, 0], cmap="gray_r")
+            axes[0, 0].set_title("input", fontsize=9)
+            axes = axes[:, 1:]
+        limit = np.abs(kernels).max() or 1  # one colour scale for all kernels, zero in white
+        for i, ax in enumerate(axes.flat[: min(images.shape[-1], most)]):
+            if k == 0:
+                ax.imshow(images[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            else:
+                ax.imshow(images[:, :, i], cmap="viridis")
+        subfig.suptitle(title)
+    save_figure(fig, path)
+
+
+def short_name(path, width=24):
+    """The file's name, its stem shortened with an ellipsis so that the extension always shows."""
+    name = Path(path).name
+    if len(name) <= width:
+        return name
+    suffix = Path(path).suffix[:8]
+    return Path(path).stem[: max(1, width - len(suffix) - 1)] + "\u2026" + suffix
+
+
+def plot_predictions(results, path, limit=24):
+    """Each input, in its own colours, beside the 28x28 image the model saw, four pairs a row.
+
+    `results` are digits.predict.Prediction (name, preview, digit, label, confidence).
+    """
+    shown = results[:limit]
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.2 * columns, 1.9 * rows + 0.5), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.set_axis_off()
+    pairs = axes.reshape(rows * columns, 2)
+    for result, (left, right) in zip(shown, pairs):
+        left.imshow(result.preview)
+        left.set_title(short_name(result.name), fontsize=8)
+        right.imshow(result.digit, cmap="gray", vmin=0, vmax=1)
+        right.set_title(f"sees: {result.label} ({result.confidence:.0%})", fontsize=8)
+    more = f" (the first {limit} of {len(results)})" if len(results) > limit else ""
+    fig.suptitle(f"Your images, and the 28x28 digit the model saw{more}")
+    save_figure(fig, path)

@@ -1,0 +1,147 @@
+"""The drawing page's server: the static files of web/ and one JSON endpoint, POST /predict.
+
+Python's http.server, no framework: the handler sits at module level and reads its state (the
+model, its lock, whether it serves only this machine) from the server object. No Keras import: the
+model is handed in.
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from digits.drawing import BadRequest, digit_from_request
+from digits.errors import IMAGE_SIZE
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+             ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+MAX_REQUEST_BYTES = 16 * 2**20  # a phone photo, base64-encoded in JSON, fits with room to spare
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; "
+                           "form-action 'none'; frame-ancestors 'none'")
+
+
+def read_json_body(handler):
+    """The request's JSON body; its size is checked from Content-Length before a byte is read."""
+    if handler.headers.get("Transfer-Encoding"):
+        raise BadRequest("send the body with a Content-Length, not chunked", status=411)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        raise BadRequest("a Content-Length header is required", status=411)
+    if not length.isdigit():
+        raise BadRequest(f"Content-Length must be a number of bytes, got {length!r}")
+    if int(length) > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request too large: {int(length):,} bytes, at most {MAX_REQUEST_BYTES:,}", status=413)
+    if handler.headers.get_content_type() != "application/json":
+        raise BadRequest("send JSON, with Content-Type: application/json")
+    body = handler.rfile.read(int(length))
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON")
+
+
+class DrawingPageHandler(BaseHTTPRequestHandler):
+    """GET: the files of web/, by name only. POST /predict: a drawing or photo -> the digit read."""
+
+    server_version = "DigitDrawingPage"
+    timeout = 30  # a client that stops sending mid-request frees its thread
+
+    def log_message(self, format, *args):
+        """No line per request on the terminal."""
+
+    def send_body(self, status, body, content_type, extra=()):
+        """Answer with `body`, never cached, never sniffed as another type."""
+        self.send_response(status)
+        for name, value in (("Content-Type", content_type), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"), *extra):
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_json(self, status, data):
+        """Answer with `data` as JSON."""
+        self.send_body(status, json.dumps(data).encode(), "application/json")
+
+    def check_host(self):
+        """Refuse a foreign Host on a loopback server.
+
+        A web page elsewhere could reach this local server under its own name by DNS rebinding;
+        the Host header it must then send gives it away.
+        """
+        host = self.headers.get("Host")
+        name = host if host is None or host.endswith("]") else host.rsplit(":", 1)[0]
+        if self.server.loopback and host is not None and name not in LOOPBACK_NAMES:
+            raise BadRequest(f"unexpected Host header {host!r}: open the page at 127.0.0.1", status=403)
+
+    def do_GET(self):
+        """One of the page's files."""
+        try:
+            self.check_host()
+        except BadRequest as e:
+            return self.send_json(e.status, {"error": str(e)})
+        path = self.server.files.get(self.path.split("?", 1)[0])
+        if path is None:
+            return self.send_json(404, {"error": "not found"})
+        self.send_body(200, path.read_bytes(), WEB_TYPES[path.suffix],
+                       [("Content-Security-Policy", CONTENT_SECURITY_POLICY)])
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image."""
+        try:
+            self.check_host()
+            if self.path.split("?", 1)[0] != "/predict":
+                self.close_connection = True  # its body is not read
+                raise BadRequest("not found", status=404)
+            digit = digit_from_request(read_json_body(self))
+            probabilities = self.server.predict(digit)
+        except BadRequest as e:
+            if e.status in (404, 411, 413):
+                self.close_connection = True
+            return self.send_json(e.status, {"error": str(e)})
+        self.send_json(200, {
+            "digit": int(probabilities.argmax()),
+            "probabilities": [round(float(p), 6) for p in probabilities],
+            "image": np.round(digit * 255).astype(int).tolist(),  # the 28x28 digit the model saw
+        })
+
+
+class DrawingPageServer(ThreadingHTTPServer):
+    """Serves the page with `model`; `loopback` means only this machine may reach it.
+
+    Raises OSError where the address cannot be bound (a port in use, say).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address, model, loopback=True):
+        super().__init__(address, DrawingPageHandler)
+        self.model = model
+        self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
+        self.loopback = loopback
+        self.files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
+                      if path.is_file() and path.suffix in WEB_TYPES and not path.name.startswith(".")}
+        self.files["/"] = WEB_DIR / "index.html"
+
+    def predict(self, digit):
+        """The model's ten probabilities for one 28x28 digit."""
+        with self.model_lock:
+            return np.asarray(self.model.predict_on_batch(digit[None, :, :, None]), np.float64)[0]
+
+    def warm_up(self):
+        """The first prediction compiles the model: do it before the first visitor waits for it."""
+        self.predict(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32))
+
+    def handle_error(self, request, client_address):
+        """A request that failed: one warning line, except for a closed tab, which is no news."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            print(f"warning: request from {client_address[0]} failed: {type(error).__name__}: {error}",
+                  file=sys.stderr, flush=True)

@@ -1,0 +1,122 @@
+"""Training: the trainer around the network, Adam and its learning-rate schedule, and a fit that
+stops cleanly on Ctrl-C or SIGTERM, keeping every fully trained epoch."""
+
+import os
+import sys
+import time
+from typing import NamedTuple
+
+import keras
+
+from digits.augment import RandomAffine
+from digits.backend import steps_per_execution
+from digits.errors import IMAGE_SIZE
+from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
+from digits.signals import handling_stop_signals
+
+
+def make_trainer(model, augment=False, seed=None):
+    """The model as trained: raw uint8 pixels in, scaled to [0, 1] (and augmented) in the compiled step.
+
+    The 60,000 training images stay uint8 (47 MB, a quarter of float32) and need no input pipeline
+    of their own. Only `model` is saved: it takes [0, 1] images, as --predict gives it.
+    """
+    return keras.Sequential([
+        keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), dtype="uint8"),
+        keras.layers.Rescaling(1 / 255, dtype="float32"),
+        *([RandomAffine(seed, dtype="float32")] if augment else []),
+        model,
+    ], name="trainer")
+
+
+def make_optimizer(lr_schedule, learning_rate, epochs, steps):
+    """Adam, at a constant rate or along the cosine schedule whose peak `learning_rate` is.
+
+    The cosine warms up over the first epoch (half the run if it has one epoch; `steps` is the
+    steps in an epoch) from a thirtieth of the peak, then decays to zero: large early steps, fine
+    late ones.
+    """
+    if lr_schedule == "cosine":
+        warmup = min(steps, epochs * steps // 2)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate / 30, decay_steps=epochs * steps - warmup, warmup_target=learning_rate,
+            warmup_steps=warmup)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def compile_trainer(trainer, optimizer):
+    """Sparse categorical cross-entropy, the accuracy metric, several steps per call into the backend."""
+    trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                    steps_per_execution=steps_per_execution())
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM during training: finish the step under way, stop, keep every fully trained epoch.
+
+    `handle` is the signal handler (train() installs it for the length of the fit). A second signal
+    quits at once: nothing has been written yet.
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps_per_epoch = steps
+        self.interrupted = False
+        self.epochs_completed = 0
+        self.epoch_seconds = []
+
+    def handle(self, signum, frame):
+        """The first signal asks training to stop after this step; a second one quits."""
+        if self.interrupted:
+            print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
+            os._exit(130)  # no exception: one raised inside the backend's loops can crash the process
+        self.interrupted = True
+        if self.model is not None:
+            self.model.stop_training = True
+        print("\nStopping after this step to save what was trained; press Ctrl-C again to quit "
+              "without saving.", file=sys.stderr, flush=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Start the epoch's clock."""
+        self._epoch_start = time.perf_counter()
+        self._steps_done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Count the steps; a signal that came before training began stops it now."""
+        self._steps_done = batch + 1
+        if self.interrupted:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        """An epoch counts once all its steps ran, even if the signal came during its test pass."""
+        if self._steps_done >= self.steps_per_epoch:
+            self.epochs_completed = epoch + 1
+            self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
+
+
+class Training(NamedTuple):
+    """What a fit left: per-epoch history of the completed epochs (with the learning rate and
+    seconds), how many epochs completed, and whether a signal stopped it."""
+
+    history: dict
+    epochs_completed: int
+    interrupted: bool
+
+
+def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=()):
+    """Fit the trainer, watching `watch_data` after every epoch for the curves; nothing is chosen by it.
+
+    Ctrl-C or SIGTERM stops it after the step under way (see GracefulStop); the handlers are the
+    caller's again afterwards.
+    """
+    compile_trainer(trainer, optimizer)
+    stop = GracefulStop(steps_per_epoch(len(train_data[0]), batch_size))
+    # The rate the schedule had reached at each epoch's end, for the curves' record and TensorBoard.
+    record_rate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
+        learning_rate=float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))))
+    with handling_stop_signals(stop.handle):
+        history = trainer.fit(*train_data, batch_size=batch_size, epochs=epochs, validation_data=watch_data,
+                              validation_batch_size=EVAL_BATCH_SIZE, callbacks=[record_rate, *callbacks, stop],
+                              verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
+    completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
+    completed["epoch_seconds"] = stop.epoch_seconds
+    return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs)
