@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
@@ -200,7 +201,7 @@ def load_npz(path):
 
 def load_keras_mnist():
     """keras.datasets.mnist.load_data(), which downloads to ~/.keras/datasets."""
-    import keras  # only this source needs it
+    keras = load_keras()  # only this source needs Keras
 
     try:
         return keras.datasets.mnist.load_data()

@@ -13,13 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
-from test_predict import bold_photos, predictions
-
-import handwritten_digit_classification as hdc
+from conftest import SCRIPT, bold_photos, predictions  # the tests' photo makers (tests/ is this script's folder)
 
 
 def main():
@@ -27,10 +23,10 @@ def main():
     parser.add_argument("--model", type=Path, required=True, help="the trained model to measure")
     parser.add_argument("--count", type=int, default=260, help="test digits to try")
     args = parser.parse_args()
-    model = hdc.keras.models.load_model(args.model)
+    model = keras.models.load_model(args.model)
     with tempfile.TemporaryDirectory() as folder:
         paths = bold_photos(model, Path(folder), args.count, np.random.default_rng(14), first=5000)
-        result = subprocess.run([sys.executable, hdc.__file__, "--predict", *paths,
+        result = subprocess.run([sys.executable, str(SCRIPT), "--predict", *paths,
                                  "--model", str(args.model), "--output-dir", folder],
                                 capture_output=True, text=True, check=False)
         read = predictions(result.stdout)

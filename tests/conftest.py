@@ -1,22 +1,33 @@
+"""Shared helpers of the tests: running the program, the bundled data read once, data and photo makers."""
+import functools
+import gzip
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "handwritten_digit_classification.py"
 sys.path.insert(0, str(ROOT))
+
+from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist, preprocess  # noqa: E402 (after the path)
 
 # A slice of the bundled MNIST that trains to >0.9 test accuracy in a few seconds.
 QUICK = ["--limit-train", "3000", "--limit-test", "1000", "--epochs", "2", "--batch-size", "32"]
 
 
 def run_cli(*args, script=SCRIPT, timeout=300, env=None):
-    """Run the program as a user would, in its own process."""
-    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
+    """Run the program as a user would, in its own process, with this environment plus `env`:
+    on TensorFlow whatever the caller's shell says, unless `env` names another backend."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", **(env or {}), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, check=False)
 
@@ -29,6 +40,12 @@ def refusal(result):
     return message
 
 
+@functools.cache
+def bundled_mnist():
+    """The bundled MNIST, decompressed and checksummed once per test session."""
+    return load_mnist("bundled")
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """One quick real training run, shared by the tests that read its outputs or use its model."""
@@ -36,3 +53,134 @@ def trained(tmp_path_factory):
     result = run_cli(*QUICK, "--seed", "0", "--output-dir", out)
     assert result.returncode == 0, result.stderr
     return out, result, json.loads((out / "metrics.json").read_text())
+
+
+# --- Data files -------------------------------------------------------------------------------
+
+
+def write_idx(path, array, compress=False):
+    """An IDX file of `array` (uint8), gzipped or raw."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def make_idx_folder(folder, dotted=False, compress=False, n_train=5, n_test=3):
+    """A folder of the four MNIST IDX files holding random digits; returns the arrays written."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        filename = name.replace("-idx", ".idx") if dotted else name
+        write_idx(folder / (filename + (".gz" if compress else "")), array, compress)
+    return [arrays[name] for name in MNIST_SHA256]
+
+
+def small_mnist(n_train=50, n_test=20):
+    """The first images and labels of the bundled MNIST."""
+    x_train, y_train, x_test, y_test, _ = bundled_mnist()
+    return x_train[:n_train], y_train[:n_train], x_test[:n_test], y_test[:n_test]
+
+
+def write_npz_member(path, key, header, data=b"", arrays=None):
+    """A .npz whose member `key` has a hand-written .npy header (anything numpy.save would not write)."""
+    arrays = dict(zip(NPZ_KEYS, arrays or small_mnist(5, 3)))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            if name == key:
+                np.lib.format.write_array_header_1_0(member, header)
+                member.write(data)
+            else:
+                np.save(member, array)
+            archive.writestr(name + ".npy", member.getvalue())
+    return path
+
+
+# --- Photos of digits, as a phone or a marker would make them ---------------------------------
+
+
+KINDS = ["gray-png", "rgb-jpeg", "uneven-gray", "rgba-transparent", "blue-ink-jpeg"]
+
+
+def phone_photo(digit, kind, rng):
+    """A 28x28 MNIST digit (light on dark) as dark ink on light paper, enlarged, off-centre, in a big frame."""
+    scale = int(rng.integers(5, 10))
+    ink = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BICUBIC), dtype=float) / 255
+    height, width = ink.shape[0] + int(rng.integers(150, 400)), ink.shape[1] + int(rng.integers(150, 400))
+    top, left = int(rng.integers(0, height - ink.shape[0])), int(rng.integers(0, width - ink.shape[1]))
+    canvas = np.zeros((height, width))
+    canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    if kind == "rgba-transparent":  # ink drawn on nothing: transparency is the paper
+        black = np.zeros((height, width, 3), np.uint8)
+        return Image.fromarray(np.dstack([black, (canvas * 255).astype(np.uint8)]), "RGBA"), "png"
+    paper = 0.92
+    if kind in ("uneven-gray", "blue-ink-jpeg"):  # lamp on one side, shadow on the other, grain
+        gradient = np.linspace(0.5, 0.95, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
+        paper = gradient + rng.normal(0, 0.02, (height, width))
+    gray = np.clip(paper * (1 - 0.85 * canvas), 0, 1)
+    if kind == "gray-png":
+        return Image.fromarray((gray * 255).astype(np.uint8), "L"), "png"
+    rgb = np.dstack([gray, gray, gray]) if kind != "blue-ink-jpeg" else np.dstack(
+        [gray, gray, np.clip(gray + 0.5 * canvas, 0, 1)])
+    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
+    return image, ("png" if kind == "uneven-gray" else "jpg")
+
+
+BOLD_KINDS = ["paper", "chalkboard", "uneven-paper", "uneven-chalkboard"]
+
+
+def bold_photo(digit, size, kind, rng):
+    """A 28x28 MNIST digit written with a thick marker and cropped tight to the ink, `size` px on its longer side.
+
+    Paper is dark ink on light; chalkboard is light chalk on dark; uneven adds a lamp on one side.
+    """
+    big = Image.fromarray(digit).resize((112, 112), Image.BICUBIC)
+    thick = np.asarray(big.filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9])))), dtype=float) / 255
+    rows, cols = np.flatnonzero(thick.max(axis=1) > 0.5), np.flatnonzero(thick.max(axis=0) > 0.5)
+    thick = thick[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    factor = size / max(thick.shape)
+    shape = (max(1, round(thick.shape[1] * factor)), max(1, round(thick.shape[0] * factor)))
+    ink = np.clip(np.asarray(Image.fromarray(thick).resize(shape, Image.BICUBIC)), 0, 1)
+    height, width = ink.shape
+    light = 1.0
+    if kind.startswith("uneven"):
+        light = np.linspace(0.55, 1.0, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
+        light = light if rng.random() < 0.5 else light[::-1, ::-1]
+    if kind.endswith("paper"):
+        gray = light * (0.92 - 0.8 * ink)
+    else:
+        gray = light * (0.18 + 0.7 * ink)
+    gray = np.clip(gray + rng.normal(0, 0.015, gray.shape), 0, 1)
+    image = Image.fromarray((gray * 255).astype(np.uint8), "L")
+    if rng.random() < 0.5:
+        return image.convert("RGB"), "jpg"
+    return image, "png"
+
+
+def bold_photos(model, folder, count, rng, first=3000):
+    """Bold tight crops of test digits the model reads right when clean, 48 to 1,600 px; {path: label}."""
+    _, _, x_test, y_test, _ = bundled_mnist()
+    indices = np.arange(first, first + count)
+    untouched = model.predict(preprocess(x_test[indices]), verbose=0).argmax(axis=1)
+    paths = {}
+    for n, i in enumerate(indices):
+        if untouched[n] != y_test[i]:
+            continue
+        size = int(np.exp(rng.uniform(np.log(48), np.log(1600))))
+        kind = BOLD_KINDS[n % len(BOLD_KINDS)]
+        image, extension = bold_photo(x_test[i], size, kind, rng)
+        path = folder / f"bold{i}-{kind}-{size}px.{extension}"
+        image.save(path)
+        paths[str(path)] = int(y_test[i])
+    return paths
+
+
+def predictions(stdout):
+    """{image: digit} read from --predict's output lines."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}

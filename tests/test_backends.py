@@ -5,10 +5,8 @@ import os
 import re
 
 import pytest
-from conftest import QUICK, run_cli
+from conftest import QUICK, bundled_mnist, run_cli
 from PIL import Image
-
-import handwritten_digit_classification as hdc
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None and os.environ.get("CI") != "true",
                                reason="JAX is not installed (pip install jax); CI installs it")
@@ -19,7 +17,7 @@ def test_jax_backend_without_tensorflow(tmp_path):
     blocked = tmp_path / "blocked" / "tensorflow"
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text('raise ImportError("TensorFlow is blocked: the program must not need it")\n')
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(blocked.parent)}
+    env = {"KERAS_BACKEND": "jax", "PYTHONPATH": str(blocked.parent)}
     out = tmp_path / "out"
     result = run_cli(*QUICK, "--augment", "--output-dir", out, env=env)
     assert result.returncode == 0, result.stderr
@@ -27,7 +25,7 @@ def test_jax_backend_without_tensorflow(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["backend"] == "jax" and metrics["test_accuracy"] > 0.85
 
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    _, _, x_test, y_test, _ = bundled_mnist()
     for i in range(3):
         Image.fromarray(255 - x_test[i]).resize((140, 140)).save(tmp_path / f"digit{i}.png")  # dark on light
     result = run_cli("--predict", *(tmp_path / f"digit{i}.png" for i in range(3)), "--output-dir", out, env=env)
@@ -38,5 +36,6 @@ def test_jax_backend_without_tensorflow(tmp_path):
 
     result = run_cli(*QUICK, "--tensorboard", "--output-dir", tmp_path / "tb", env=env)
     assert result.returncode == 2 and "Epoch 1/" not in result.stdout
-    assert result.stderr.strip() == ("error: --tensorboard writes its logs with TensorFlow and TensorBoard, whatever "
-                                     "the backend: pip install tensorflow tensorboard, or drop --tensorboard")
+    assert result.stderr.strip() == ("error: --tensorboard: TensorBoard logs are written with TensorFlow and "
+                                     "TensorBoard, whatever the backend: pip install tensorflow tensorboard, "
+                                     "or drop --tensorboard")

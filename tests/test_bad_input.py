@@ -12,10 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, SCRIPT, refusal, run_cli
-from test_data import make_idx_folder, write_idx, write_npz_member
-
-import handwritten_digit_classification as hdc
+from conftest import ROOT, SCRIPT, bundled_mnist, make_idx_folder, refusal, run_cli, write_idx, write_npz_member
 
 
 def assert_refused(result, *words):
@@ -116,6 +113,7 @@ class PickleBomb:
 def test_bundled_file_with_wrong_checksum(tmp_path, out):
     """A copy of the program whose bundled data has one changed label."""
     shutil.copy(SCRIPT, tmp_path / SCRIPT.name)
+    shutil.copytree(ROOT / "digits", tmp_path / "digits")
     shutil.copytree(ROOT / "data", tmp_path / "data")
     labels = tmp_path / "data" / "mnist" / "train-labels-idx1-ubyte.gz"
     data = bytearray(gzip.decompress(labels.read_bytes()))
@@ -153,13 +151,13 @@ def test_keras_download_that_fails(tmp_path, out):
     closed = "http://127.0.0.1:9"
     env = {"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras"), "https_proxy": closed,
            "http_proxy": closed, "HTTPS_PROXY": closed, "HTTP_PROXY": closed}
-    result = run_cli("--data", "keras", "--epochs", "1", "--output-dir", out, env={**os.environ, **env})
-    assert_refused(result, "could not download MNIST through Keras", "--data PATH")
+    result = run_cli("--data", "keras", "--epochs", "1", "--output-dir", out, env=env)
+    assert_refused(result, "--data", "could not download MNIST through Keras", "use the bundled copy")
 
 
 def npz_of(path, **change):
     """A small .npz from the bundled MNIST with some arrays replaced."""
-    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
+    x_train, y_train, x_test, y_test, _ = bundled_mnist()
     arrays = {"x_train": x_train[:20], "y_train": y_train[:20], "x_test": x_test[:10], "y_test": y_test[:10]}
     np.savez(path, **{**arrays, **{key: make(arrays[key]) for key, make in change.items()}})
     return path

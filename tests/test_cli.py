@@ -2,12 +2,13 @@
 import json
 import re
 
+import keras
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import bundled_mnist, run_cli
 from PIL import Image
 
-import handwritten_digit_classification as hdc
+from digits import data
 
 PNGS = {  # name: smallest sensible (width, height) for a person to read at 100% zoom
     "confusion_matrix.png": (600, 500),
@@ -46,8 +47,8 @@ def test_report_numbers_agree_with_confusion_matrix(trained):
         assert row["recall"] == pytest.approx(confusion[d, d] / confusion[d].sum())
         assert row["precision"] == pytest.approx(confusion[d, d] / confusion[:, d].sum())
         assert row["f1"] == pytest.approx(2 * row["precision"] * row["recall"] / (row["precision"] + row["recall"]))
-        assert re.search(rf"^\s+{d}\s+{row['precision']:.4f}\s+{row['recall']:.4f}\s+{row['f1']:.4f}\s+{row['support']}$",
-                         result.stdout, re.MULTILINE)
+        cells = [f"{row[key]:.4f}" for key in ("precision", "recall", "f1")]
+        assert re.search(rf"^\s+{d}\s+" + r"\s+".join(cells) + rf"\s+{row['support']}$", result.stdout, re.MULTILINE)
     mistakes = confusion - np.diag(np.diag(confusion))
     top = metrics["most_confused"][0]
     assert top["count"] == mistakes.max() == mistakes[top["true"], top["predicted"]]
@@ -68,9 +69,9 @@ def test_each_picture_is_a_readable_png(trained, name):
 
 def test_saved_model_reproduces_the_reported_accuracy(trained):
     out, _, metrics = trained
-    model = hdc.keras.models.load_model(out / "model.keras")
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
-    predicted = model.predict(hdc.preprocess(x_test[:1000]), verbose=0).argmax(axis=1)
+    model = keras.models.load_model(out / "model.keras")
+    _, _, x_test, y_test, _ = bundled_mnist()
+    predicted = model.predict(data.preprocess(x_test[:1000]), verbose=0).argmax(axis=1)
     assert (predicted == y_test[:1000]).mean() == pytest.approx(metrics["test_accuracy"])
 
 
@@ -86,7 +87,7 @@ def test_help_shows_every_default():
 
 
 def test_npz_data_source_end_to_end(tmp_path):
-    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
+    x_train, y_train, x_test, y_test, _ = bundled_mnist()
     np.savez(tmp_path / "small.npz", x_train=x_train[:500], y_train=y_train[:500],
              x_test=x_test[:200], y_test=y_test[:200])
     result = run_cli("--data", tmp_path / "small.npz", "--epochs", "1", "--output-dir", tmp_path / "out")

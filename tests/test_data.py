@@ -8,37 +8,16 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import QUICK, run_cli
+from conftest import QUICK, bundled_mnist, make_idx_folder, run_cli, small_mnist, write_npz_member
 
-import handwritten_digit_classification as hdc
-
-
-def write_idx(path, array, compress=False):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
-
-
-def make_idx_folder(folder, dotted=False, compress=False, n_train=5, n_test=3):
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        filename = name.replace("-idx", ".idx") if dotted else name
-        write_idx(folder / (filename + (".gz" if compress else "")), array, compress)
-    return [arrays[name] for name in hdc.MNIST_SHA256]
+from digits import data, errors
 
 
 @pytest.mark.parametrize("dotted", [False, True], ids=["dash", "dot"])
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
 def test_idx_folder_reads_every_spelling(tmp_path, dotted, compress):
     expected = make_idx_folder(tmp_path, dotted=dotted, compress=compress)
-    (x_train, y_train, x_test, y_test), source = hdc.load_mnist(str(tmp_path))
+    x_train, y_train, x_test, y_test, source = data.load_mnist(str(tmp_path))
     for got, want in zip((x_train, y_train, x_test, y_test), expected):
         np.testing.assert_array_equal(got, want)
     assert source == str(tmp_path.resolve())
@@ -46,14 +25,14 @@ def test_idx_folder_reads_every_spelling(tmp_path, dotted, compress):
 
 def test_npz_in_keras_layout(tmp_path):
     expected = make_idx_folder(tmp_path / "idx")
-    np.savez(tmp_path / "mnist.npz", **dict(zip(hdc.NPZ_KEYS, expected)))
-    arrays, _ = hdc.load_mnist(str(tmp_path / "mnist.npz"))
+    np.savez(tmp_path / "mnist.npz", **dict(zip(data.NPZ_KEYS, expected)))
+    *arrays, _ = data.load_mnist(str(tmp_path / "mnist.npz"))
     for got, want in zip(arrays, expected):
         np.testing.assert_array_equal(got, want)
 
 
 def test_bundled_copy_is_real_mnist():
-    (x_train, y_train, x_test, y_test), source = hdc.load_mnist("bundled")
+    x_train, y_train, x_test, y_test, source = bundled_mnist()
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert y_train.shape == (60000,) and y_test.shape == (10000,)
     assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -62,30 +41,25 @@ def test_bundled_copy_is_real_mnist():
 
 def test_checksums_catch_a_changed_byte(tmp_path):
     folder = tmp_path / "mnist"
-    shutil.copytree(hdc.BUNDLED_DIR, folder)
-    assert len(hdc.load_idx_folder(folder, verify_checksums=True)) == 4
+    shutil.copytree(data.BUNDLED_DIR, folder)
+    assert len(data.load_idx_folder(folder, verify_checksums=True)) == 4
     labels = folder / "t10k-labels-idx1-ubyte.gz"
-    data = bytearray(gzip.decompress(labels.read_bytes()))
-    data[100] = (data[100] + 1) % 10  # still a valid label file, just not MNIST's
-    labels.write_bytes(gzip.compress(bytes(data)))
-    with pytest.raises(hdc.InputError, match="SHA-256"):
-        hdc.load_idx_folder(folder, verify_checksums=True)
-    assert len(hdc.load_idx_folder(folder)) == 4  # user folders (Fashion-MNIST...) are not checked
+    content = bytearray(gzip.decompress(labels.read_bytes()))
+    content[100] = (content[100] + 1) % 10  # still a valid label file, just not MNIST's
+    labels.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(errors.InputError, match="SHA-256"):
+        data.load_idx_folder(folder, verify_checksums=True)
+    assert len(data.load_idx_folder(folder)) == 4  # user folders (Fashion-MNIST...) are not checked
 
 
 def test_preprocess_shapes_and_scales():
     images = np.array([[[0] * 28] * 28, [[255] * 28] * 28], dtype=np.uint8)
-    x = np.asarray(hdc.preprocess(images))
+    x = np.asarray(data.preprocess(images))
     assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
     assert x.min() == 0.0 and x.max() == 1.0
 
 
 # --- Data that looks valid but is not (issue 10) ---------------------------------------------
-
-
-def small_mnist(n_train=50, n_test=20):
-    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
-    return x_train[:n_train], y_train[:n_train], x_test[:n_test], y_test[:n_test]
 
 
 def save_npz(path, x_train, y_train, x_test, y_test, compressed=False):
@@ -94,27 +68,12 @@ def save_npz(path, x_train, y_train, x_test, y_test, compressed=False):
     return path
 
 
-def write_npz_member(path, key, header, data=b"", arrays=None):
-    """A .npz whose member `key` has a hand-written .npy header (anything numpy.save would not write)."""
-    arrays = dict(zip(hdc.NPZ_KEYS, arrays or small_mnist(5, 3)))
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            if name == key:
-                np.lib.format.write_array_header_1_0(member, header)
-                member.write(data)
-            else:
-                np.save(member, array)
-            archive.writestr(name + ".npy", member.getvalue())
-    return path
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_float_pixels_in_0_1_are_scaled_back_to_the_same_uint8(tmp_path, dtype):
     """x / 255, the most common float form, must give the network exactly the pixels of the uint8 file."""
     x_train, y_train, x_test, y_test = small_mnist()
     save_npz(tmp_path / "m.npz", (x_train / 255).astype(dtype), y_train, (x_test / 255).astype(dtype), y_test)
-    (got_train, got_y, got_test, _), source = hdc.load_mnist(str(tmp_path / "m.npz"))
+    got_train, got_y, got_test, _, source = data.load_mnist(str(tmp_path / "m.npz"))
     assert got_train.dtype == np.uint8 and got_train.shape == x_train.shape
     np.testing.assert_array_equal(got_train, x_train)
     np.testing.assert_array_equal(got_test, x_test)
@@ -125,7 +84,7 @@ def test_float_pixels_in_0_1_are_scaled_back_to_the_same_uint8(tmp_path, dtype):
 def test_float_pixels_0_255_are_rounded(tmp_path):
     x_train, y_train, x_test, y_test = small_mnist()
     save_npz(tmp_path / "m.npz", x_train * 0.999 + 0.2, y_train, x_test.astype("float32"), y_test)
-    (got_train, _, got_test, _), source = hdc.load_mnist(str(tmp_path / "m.npz"))
+    got_train, _, got_test, _, source = data.load_mnist(str(tmp_path / "m.npz"))
     np.testing.assert_array_equal(got_train, x_train)
     np.testing.assert_array_equal(got_test, x_test)
     assert source.endswith("(float pixels 0-255, rounded)")
@@ -137,7 +96,7 @@ def test_channel_axis_flat_rows_one_hot_labels_and_upper_case_suffix(tmp_path):
     save_npz(tmp_path / "m.npz", x_train[..., None], np.eye(10, dtype="float32")[y_train],
              x_test.reshape(len(x_test), 784).astype("int64"), y_test.astype("uint8"))
     (tmp_path / "m.npz").rename(tmp_path / "DATA.NPZ")
-    (got_train, got_y_train, got_test, got_y_test), source = hdc.load_mnist(str(tmp_path / "DATA.NPZ"))
+    got_train, got_y_train, got_test, got_y_test, source = data.load_mnist(str(tmp_path / "DATA.NPZ"))
     for got, want in zip((got_train, got_y_train, got_test, got_y_test), (x_train, y_train, x_test, y_test)):
         np.testing.assert_array_equal(got, want)
     assert (got_train.dtype, got_test.dtype, got_y_train.dtype, got_y_test.dtype) == (np.uint8,) * 2 + (np.int32,) * 2
@@ -150,7 +109,7 @@ def test_channel_axis_flat_rows_one_hot_labels_and_upper_case_suffix(tmp_path):
 def test_compressed_npz_and_uint8_need_no_note(tmp_path):
     arrays = small_mnist()
     save_npz(tmp_path / "m.npz", *arrays, compressed=True)
-    got, source = hdc.load_mnist(str(tmp_path / "m.npz"))
+    *got, source = data.load_mnist(str(tmp_path / "m.npz"))
     for g, want in zip(got, arrays):
         np.testing.assert_array_equal(g, want)
     assert source == str((tmp_path / "m.npz").resolve())
@@ -176,8 +135,8 @@ def test_pixels_that_are_not_0_to_255_numbers_are_refused(tmp_path, kind):
     x_train, y_train, x_test, y_test = small_mnist()
     images, words = bad_pixels(x_train)[kind]
     save_npz(tmp_path / "m.npz", images, y_train, x_test, y_test)
-    with pytest.raises(hdc.InputError, match="training images" if kind != "strings" else "x_train") as refused:
-        hdc.load_mnist(str(tmp_path / "m.npz"))
+    with pytest.raises(errors.InputError, match="training images" if kind != "strings" else "x_train") as refused:
+        data.load_mnist(str(tmp_path / "m.npz"))
     assert words in str(refused.value) and "\n" not in str(refused.value)
 
 
@@ -185,9 +144,9 @@ def test_splits_on_different_scales_are_refused(tmp_path):
     """[0, 1] training images with 0-255 test images: one of the two must be a mistake."""
     x_train, y_train, x_test, y_test = small_mnist()
     save_npz(tmp_path / "m.npz", x_train / 255, y_train, x_test, y_test)
-    with pytest.raises(hdc.InputError, match=r"training images are float pixels in \[0, 1\].*test images are "
+    with pytest.raises(errors.InputError, match=r"training images are float pixels in \[0, 1\].*test images are "
                                              r"pixels 0-255: save both on one scale"):
-        hdc.load_mnist(str(tmp_path / "m.npz"))
+        data.load_mnist(str(tmp_path / "m.npz"))
 
 
 @pytest.mark.parametrize("labels,words", [
@@ -199,12 +158,12 @@ def test_splits_on_different_scales_are_refused(tmp_path):
 def test_labels_that_are_not_class_indices_are_refused(tmp_path, labels, words):
     x_train, y_train, x_test, y_test = small_mnist()
     save_npz(tmp_path / "m.npz", x_train, y_train, x_test, labels(y_test))
-    with pytest.raises(hdc.InputError, match="test labels") as refused:
-        hdc.load_mnist(str(tmp_path / "m.npz"))
+    with pytest.raises(errors.InputError, match="test labels") as refused:
+        data.load_mnist(str(tmp_path / "m.npz"))
     assert words in str(refused.value)
 
 
-@pytest.mark.parametrize("header,data,words", [
+@pytest.mark.parametrize("header,payload,words", [
     ({"descr": "|u1", "fortran_order": False, "shape": (10**9, 28, 28)}, b"\x00" * 64,
      "declare 1,000,000,000 entries, more than the 1,000,000"),
     ({"descr": "<f8", "fortran_order": False, "shape": (900_000, 28, 28)}, b"\x00" * 64, "more than the 4 GiB"),
@@ -215,11 +174,11 @@ def test_labels_that_are_not_class_indices_are_refused(tmp_path, labels, words):
     ({"descr": [("a", "<i4"), ("b", "<f4")], "fortran_order": False, "shape": (5, 28, 28)}, b"", "not numbers"),
     ({"descr": "|O", "fortran_order": False, "shape": (5, 28, 28)}, b"", "object arrays"),
 ])
-def test_npz_headers_are_judged_before_memory_is_spent(tmp_path, header, data, words):
+def test_npz_headers_are_judged_before_memory_is_spent(tmp_path, header, payload, words):
     """A member that declares a huge shape over a few bytes: refused from its header, never a MemoryError."""
-    path = write_npz_member(tmp_path / "m.npz", "x_train", header, data)
-    with pytest.raises(hdc.InputError) as refused:
-        hdc.load_mnist(str(path))
+    path = write_npz_member(tmp_path / "m.npz", "x_train", header, payload)
+    with pytest.raises(errors.InputError) as refused:
+        data.load_mnist(str(path))
     assert words in str(refused.value) and "\n" not in str(refused.value)
 
 
@@ -238,8 +197,8 @@ def idx_bytes(shape, data=b""):
 def test_idx_headers_bound_what_is_read(tmp_path, compress, content, words):
     make_idx_folder(tmp_path)
     (tmp_path / "train-images-idx3-ubyte").write_bytes(gzip.compress(content) if compress else content)
-    with pytest.raises(hdc.InputError, match="train-images-idx3-ubyte") as refused:
-        hdc.load_mnist(str(tmp_path))
+    with pytest.raises(errors.InputError, match="train-images-idx3-ubyte") as refused:
+        data.load_mnist(str(tmp_path))
     assert words in str(refused.value)
 
 
@@ -263,12 +222,12 @@ def test_npy_header_length_is_checked_before_numpy_reads_it(tmp_path):
     """A version 2.0 .npy header may claim up to 4 GiB; numpy would read all the member gives it."""
     path = tmp_path / "m.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in zip(hdc.NPZ_KEYS, small_mnist(5, 3)):
+        for name, array in zip(data.NPZ_KEYS, small_mnist(5, 3)):
             member = io.BytesIO()
             np.save(member, array)
             content = member.getvalue()
             if name == "x_train":  # magic, version 2.0, a header length of 3 GiB, then 64 MiB of spaces
                 content = b"\x93NUMPY\x02\x00" + (3 << 30).to_bytes(4, "little") + b" " * (64 << 20)
             archive.writestr(name + ".npy", content)
-    with pytest.raises(hdc.InputError, match=r"x_train has a .npy header of 3,221,225,472 bytes"):
-        hdc.load_mnist(str(path))
+    with pytest.raises(errors.InputError, match=r"x_train has a .npy header of 3,221,225,472 bytes"):
+        data.load_mnist(str(path))

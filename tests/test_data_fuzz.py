@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_idx_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_data import make_idx_folder
 
-import handwritten_digit_classification as hdc
+from digits import data, errors
 
 FUZZ = settings(max_examples=150, deadline=None, database=None)
 
@@ -39,8 +39,8 @@ def damaged(data, how):
 
 def assert_valid_or_refused(source):
     try:
-        (x_train, y_train, x_test, y_test), description = hdc.load_mnist(str(source))
-    except hdc.InputError as e:
+        x_train, y_train, x_test, y_test, description = data.load_mnist(str(source))
+    except errors.InputError as e:
         message = str(e)
         assert message and "\n" not in message and "Traceback" not in message, message
         return "refused"
@@ -58,7 +58,7 @@ def small_arrays():
 
 
 @FUZZ
-@given(which=st.sampled_from(list(hdc.MNIST_SHA256)), form=st.sampled_from(["raw", "gzip", "inside gzip"]),
+@given(which=st.sampled_from(list(data.MNIST_SHA256)), form=st.sampled_from(["raw", "gzip", "inside gzip"]),
        how=damage)
 def test_idx_reader_loads_or_refuses_any_bytes(which, form, how):
     """Damage to a raw IDX file, to a gzipped one, or to the IDX bytes inside a sound gzip stream."""
@@ -95,5 +95,5 @@ def test_the_undamaged_files_load(tmp_path, compressed):
     """The fuzz tests start from files that load: their refusals come from the damage."""
     make_idx_folder(tmp_path / "idx", compress=compressed, n_train=3, n_test=2)
     assert assert_valid_or_refused(tmp_path / "idx") == "loaded"
-    np.savez(tmp_path / "m.npz", **dict(zip(hdc.NPZ_KEYS, small_arrays())))
+    np.savez(tmp_path / "m.npz", **dict(zip(data.NPZ_KEYS, small_arrays())))
     assert assert_valid_or_refused(tmp_path / "m.npz") == "loaded"

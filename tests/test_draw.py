@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import refusal, run_cli
+from conftest import bundled_mnist, phone_photo, refusal, run_cli
 from draw_accuracy import DRAWINGS, find_chromium, read_all, start_server
 from PIL import Image
-from test_predict import phone_photo
 
-import handwritten_digit_classification as hdc
+from digits import drawing, photos
+from digits.server import WEB_DIR
 
 # Quick models like the `trained` fixture's (3,000 images, 2 epochs) read 28, 30 and 29 of the 30
 # drawn digits in the browser (seeds 0, 1, 2); the full default model is measured with
@@ -70,13 +70,13 @@ def test_the_page_and_its_own_files_are_served(server):
     assert status == 200 and b'id="prediction"' in page and b"<canvas" in page
     for name in ("index.html", "draw.css", "draw.js", "favicon.svg"):
         status, content = http(url, "GET", f"/{name}", body=None, content_type=None)
-        assert status == 200 and content == (hdc.WEB_DIR / name).read_bytes()
+        assert status == 200 and content == (WEB_DIR / name).read_bytes()
 
 
 def test_every_drawing_gets_ten_probabilities_and_the_image_the_model_saw(server):
     _, url = server
-    for drawing in DRAWINGS["drawings"]:
-        status, reply = predict(url, {"strokes": drawing["strokes"]})
+    for drawn in DRAWINGS["drawings"]:
+        status, reply = predict(url, {"strokes": drawn["strokes"]})
         assert status == 200, reply
         probabilities = np.array(reply["probabilities"])
         assert probabilities.shape == (10,) and abs(probabilities.sum() - 1) < 1e-4
@@ -84,7 +84,7 @@ def test_every_drawing_gets_ten_probabilities_and_the_image_the_model_saw(server
         image = np.array(reply["image"])
         assert image.shape == (28, 28) and image.min() >= 0 and image.max() == 255
         # The program's own preprocessing, in this process: the server showed what the model saw.
-        expected = hdc.to_mnist_form(hdc.render_strokes([np.array(s, float) for s in drawing["strokes"]]))
+        expected = photos.to_mnist_form(drawing.render_strokes([np.array(s, float) for s in drawn["strokes"]]))
         np.testing.assert_array_equal(image, np.round(expected * 255))
         ys, xs = np.indices(image.shape)
         centre = [(ys * image).sum() / image.sum(), (xs * image).sum() / image.sum()]
@@ -106,7 +106,7 @@ def test_a_drawing_reads_the_same_at_any_size_and_place(server):
 def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
     out, _, _ = trained
     _, url = server
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
+    _, _, x_test, _, _ = bundled_mnist()
     rng = np.random.default_rng(3)
     paths = []
     for i, kind in zip((11, 12, 13), ("rgb-jpeg", "uneven-gray", "rgba-transparent")):
@@ -119,8 +119,8 @@ def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
         status, reply = predict(url, {"image": base64.b64encode(path.read_bytes()).decode()})
         assert status == 200, reply
         assert f"{path}: {reply['digit']} (" in result.stdout
-        gray, _ = hdc.read_image(path)
-        np.testing.assert_array_equal(np.array(reply["image"]), np.round(hdc.to_mnist_form(gray) * 255))
+        gray, _ = photos.read_image(path)
+        np.testing.assert_array_equal(np.array(reply["image"]), np.round(photos.to_mnist_form(gray) * 255))
 
 
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
@@ -141,7 +141,8 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
         "a huge coordinate": b'{"strokes": [[[1e308, 1], [2, 3]]]}',
         "a coordinate no float can hold": b'{"strokes": [[[1' + b"0" * 400 + b', 1]]]}',
         "Infinity": b'{"strokes": [[[Infinity, 1]]]}',
-        "too many points": json.dumps({"strokes": [[[i % 100, i // 100] for i in range(hdc.MAX_POINTS + 1)]]}).encode(),
+        "too many points": json.dumps({"strokes": [[[i % 100, i // 100]
+                                                    for i in range(drawing.MAX_POINTS + 1)]]}).encode(),
         "image not text": b'{"image": 5}',
         "image not base64": b'{"image": "%%% not base64 %%%"}',
         "image not an image": json.dumps({"image": base64.b64encode(b"hello, not a PNG").decode()}).encode(),
@@ -228,7 +229,7 @@ def test_digits_drawn_with_the_mouse_in_a_browser_are_read(server, tmp_path):
             pytest.fail(f"{reason}: CI must run the browser test")
         pytest.skip(reason)
     _, url = server
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    _, _, x_test, y_test, _ = bundled_mnist()
     photo, extension = phone_photo(x_test[7], "gray-png", np.random.default_rng(0))
     photo_path = tmp_path / f"photo.{extension}"
     photo.save(photo_path)

@@ -4,10 +4,10 @@ import re
 
 import numpy as np
 import pytest
-from conftest import QUICK, refusal, run_cli
+from conftest import QUICK, bundled_mnist, refusal, run_cli
 from PIL import Image
 
-import handwritten_digit_classification as hdc
+from digits import networks
 
 
 def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):
@@ -17,11 +17,11 @@ def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     config = metrics["config"]
     assert config["architecture"] == "resnet" and config["filters"] is None and config["dense_units"] is None
-    assert config["parameters"] == hdc.build_resnet().count_params()
+    assert config["parameters"] == networks.build_resnet().count_params()
     assert f"Total params: {config['parameters']:,}" in result.stdout
     assert metrics["test_accuracy"] > 0.8
 
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    _, _, x_test, y_test, _ = bundled_mnist()
     paths = []
     for i in range(5):
         paths.append(tmp_path / f"digit{i}.png")

@@ -1,100 +1,21 @@
 """Predicting your own digits: photos of MNIST test digits, as a phone would take them."""
-import re
 import struct
 import zlib
 
+import keras
 import numpy as np
-from conftest import SCRIPT, refusal, run_cli
-from PIL import Image, ImageFilter
+from conftest import KINDS, SCRIPT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli
+from PIL import Image
 
-import handwritten_digit_classification as hdc
-
-KINDS = ["gray-png", "rgb-jpeg", "uneven-gray", "rgba-transparent", "blue-ink-jpeg"]
-
-
-def phone_photo(digit, kind, rng):
-    """A 28x28 MNIST digit (light on dark) as dark ink on light paper, enlarged, off-centre, in a big frame."""
-    scale = int(rng.integers(5, 10))
-    ink = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BICUBIC), dtype=float) / 255
-    height, width = ink.shape[0] + int(rng.integers(150, 400)), ink.shape[1] + int(rng.integers(150, 400))
-    top, left = int(rng.integers(0, height - ink.shape[0])), int(rng.integers(0, width - ink.shape[1]))
-    canvas = np.zeros((height, width))
-    canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
-    if kind == "rgba-transparent":  # ink drawn on nothing: transparency is the paper
-        black = np.zeros((height, width, 3), np.uint8)
-        return Image.fromarray(np.dstack([black, (canvas * 255).astype(np.uint8)]), "RGBA"), "png"
-    paper = 0.92
-    if kind in ("uneven-gray", "blue-ink-jpeg"):  # lamp on one side, shadow on the other, grain
-        gradient = np.linspace(0.5, 0.95, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        paper = gradient + rng.normal(0, 0.02, (height, width))
-    gray = np.clip(paper * (1 - 0.85 * canvas), 0, 1)
-    if kind == "gray-png":
-        return Image.fromarray((gray * 255).astype(np.uint8), "L"), "png"
-    rgb = np.dstack([gray, gray, gray]) if kind != "blue-ink-jpeg" else np.dstack(
-        [gray, gray, np.clip(gray + 0.5 * canvas, 0, 1)])
-    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
-    return image, ("png" if kind == "uneven-gray" else "jpg")
-
-
-BOLD_KINDS = ["paper", "chalkboard", "uneven-paper", "uneven-chalkboard"]
-
-
-def bold_photo(digit, size, kind, rng):
-    """A 28x28 MNIST digit written with a thick marker and cropped tight to the ink, `size` px on its longer side.
-
-    Paper is dark ink on light; chalkboard is light chalk on dark; uneven adds a lamp on one side.
-    """
-    big = Image.fromarray(digit).resize((112, 112), Image.BICUBIC)
-    thick = np.asarray(big.filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9])))), dtype=float) / 255
-    rows, cols = np.flatnonzero(thick.max(axis=1) > 0.5), np.flatnonzero(thick.max(axis=0) > 0.5)
-    thick = thick[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    factor = size / max(thick.shape)
-    shape = (max(1, round(thick.shape[1] * factor)), max(1, round(thick.shape[0] * factor)))
-    ink = np.clip(np.asarray(Image.fromarray(thick).resize(shape, Image.BICUBIC)), 0, 1)
-    height, width = ink.shape
-    light = 1.0
-    if kind.startswith("uneven"):
-        light = np.linspace(0.55, 1.0, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        light = light if rng.random() < 0.5 else light[::-1, ::-1]
-    if kind.endswith("paper"):
-        gray = light * (0.92 - 0.8 * ink)
-    else:
-        gray = light * (0.18 + 0.7 * ink)
-    gray = np.clip(gray + rng.normal(0, 0.015, gray.shape), 0, 1)
-    image = Image.fromarray((gray * 255).astype(np.uint8), "L")
-    if rng.random() < 0.5:
-        return image.convert("RGB"), "jpg"
-    return image, "png"
-
-
-def bold_photos(model, folder, count, rng, first=3000):
-    """Bold tight crops of test digits the model reads right when clean, 48 to 1,600 px; {path: label}."""
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
-    indices = np.arange(first, first + count)
-    untouched = model.predict(hdc.preprocess(x_test[indices]), verbose=0).argmax(axis=1)
-    paths = {}
-    for n, i in enumerate(indices):
-        if untouched[n] != y_test[i]:
-            continue
-        size = int(np.exp(rng.uniform(np.log(48), np.log(1600))))
-        kind = BOLD_KINDS[n % len(BOLD_KINDS)]
-        image, extension = bold_photo(x_test[i], size, kind, rng)
-        path = folder / f"bold{i}-{kind}-{size}px.{extension}"
-        image.save(path)
-        paths[str(path)] = int(y_test[i])
-    return paths
-
-
-def predictions(stdout):
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}
+from digits import data, photos, pictures
 
 
 def test_phone_photos_of_digits_are_read_like_the_digits(trained, tmp_path):
     out, _, _ = trained
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
-    model = hdc.keras.models.load_model(out / "model.keras")
+    _, _, x_test, y_test, _ = bundled_mnist()
+    model = keras.models.load_model(out / "model.keras")
     indices = np.arange(2000, 2100)  # outside the slice the model was evaluated on
-    untouched = model.predict(hdc.preprocess(x_test[indices]), verbose=0).argmax(axis=1)
+    untouched = model.predict(data.preprocess(x_test[indices]), verbose=0).argmax(axis=1)
     rng = np.random.default_rng(0)
     paths = {}
     for n, i in enumerate(indices):
@@ -115,15 +36,15 @@ def test_phone_photos_of_digits_are_read_like_the_digits(trained, tmp_path):
 
 
 def test_an_image_already_in_mnist_form_passes_unchanged():
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
+    _, _, x_test, _, _ = bundled_mnist()
     digit = x_test[0].astype(np.float32) / 255
-    np.testing.assert_array_equal(hdc.to_mnist_form(digit), digit)
+    np.testing.assert_array_equal(photos.to_mnist_form(digit), digit)
 
 
 def test_photo_becomes_a_centred_20_pixel_digit():
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
+    _, _, x_test, _, _ = bundled_mnist()
     image, _ = phone_photo(x_test[0], "uneven-gray", np.random.default_rng(1))
-    digit = hdc.to_mnist_form(np.asarray(image.convert("L"), dtype=np.float32) / 255)
+    digit = photos.to_mnist_form(np.asarray(image.convert("L"), dtype=np.float32) / 255)
     rows, cols = np.flatnonzero(digit.max(axis=1) > 0.05), np.flatnonzero(digit.max(axis=0) > 0.05)
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
     centre = np.array([(np.indices(digit.shape)[k] * digit).sum() / digit.sum() for k in (0, 1)])
@@ -133,7 +54,7 @@ def test_photo_becomes_a_centred_20_pixel_digit():
 
 def test_bad_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path):
     out, _, _ = trained
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
+    _, _, x_test, _, _ = bundled_mnist()
     good = tmp_path / "good.png"
     Image.fromarray(x_test[0]).save(good)
     (tmp_path / "notes.png").write_text("this is not a picture")
@@ -152,7 +73,7 @@ def test_bad_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path
 def test_bold_tight_cropped_digits_are_read_like_the_digits(trained, tmp_path):
     """Marker-thick strokes cropped to the ink, 48 to 1,600 px, on paper and chalkboard, some unevenly lit."""
     out, _, _ = trained
-    model = hdc.keras.models.load_model(out / "model.keras")
+    model = keras.models.load_model(out / "model.keras")
     paths = bold_photos(model, tmp_path, 120, np.random.default_rng(3))
     result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
@@ -173,7 +94,7 @@ def test_a_bold_zero_filling_the_frame_keeps_its_hole(tmp_path):
     for size in (48, 200, 1600):
         for dark_ink in (True, False):
             ring(size, dark_ink).save(tmp_path / "zero.png")
-            digit = hdc.to_mnist_form(hdc.read_image(tmp_path / "zero.png")[0])
+            digit = photos.to_mnist_form(photos.read_image(tmp_path / "zero.png")[0])
             assert digit[12:16, 12:16].max() < 0.1, (size, dark_ink)  # the hole stays paper
             assert digit[14, 4:8].max() > 0.9 and digit[14, 20:24].max() > 0.9, (size, dark_ink)  # the ring is ink
             assert digit[:2].max() < 0.1, (size, dark_ink)  # the paper outside stays paper
@@ -187,9 +108,9 @@ def digit_array(x_test, index, dark_ink=True):
 
 def test_16_bit_float_32_bit_and_transparent_images_are_read_in_their_range(trained, tmp_path):
     out, _, _ = trained
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
-    model = hdc.keras.models.load_model(out / "model.keras")
-    right = np.flatnonzero(model.predict(hdc.preprocess(x_test[:40]), verbose=0).argmax(axis=1) == y_test[:40])
+    _, _, x_test, y_test, _ = bundled_mnist()
+    model = keras.models.load_model(out / "model.keras")
+    right = np.flatnonzero(model.predict(data.preprocess(x_test[:40]), verbose=0).argmax(axis=1) == y_test[:40])
     first, second, third, fourth, fifth = (int(i) for i in right[:5])
     paths = {}
 
@@ -235,7 +156,7 @@ def bomb_png(path, width, height):
 
 def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path):
     out, _, _ = trained
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    _, _, x_test, y_test, _ = bundled_mnist()
     bomb_png(tmp_path / "bomb.png", 60000, 60000)
     Image.fromarray(np.uint8(255 - 200 * digit_array(x_test, 0))).save(tmp_path / "good.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:300])
@@ -257,17 +178,17 @@ def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, t
 
 def test_a_large_photo_is_read_reduced_and_kept_small(tmp_path):
     Image.new("RGB", (6000, 4000), "white").save(tmp_path / "big.png")
-    gray, preview = hdc.read_image(tmp_path / "big.png")
+    gray, preview = photos.read_image(tmp_path / "big.png")
     assert gray.dtype == np.float32 and gray.shape == (683, 1024)
     assert preview.dtype == np.uint8 and preview.shape == (128, 192, 3)
     with open(tmp_path / "big.png", "rb") as file:  # a file object works as a path does
-        assert hdc.read_image(file)[0].shape == (683, 1024)
+        assert photos.read_image(file)[0].shape == (683, 1024)
 
 
 def test_names_in_the_picture_keep_their_extension():
-    assert hdc.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg") == "IMG_20240101_12345\u2026.jpeg"
-    assert len(hdc.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg")) == 24
-    assert hdc.short_name("a/seven.png") == "seven.png"
+    assert pictures.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg") == "IMG_20240101_12345\u2026.jpeg"
+    assert len(pictures.short_name("/photos/IMG_20240101_123456_portrait_mode.jpeg")) == 24
+    assert pictures.short_name("a/seven.png") == "seven.png"
 
 
 def test_predict_without_a_model_names_the_command_that_makes_it(tmp_path):
@@ -290,8 +211,8 @@ def test_a_damaged_model_file_is_called_damaged(trained, tmp_path):
 
 
 def test_a_model_for_other_inputs_is_refused(tmp_path):
-    inputs = hdc.keras.Input((32, 32, 3))
-    model = hdc.keras.Model(inputs, hdc.keras.layers.Dense(10)(hdc.keras.layers.Flatten()(inputs)))
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
     model.save(tmp_path / "cifar.keras")
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
     result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "cifar.keras")
@@ -301,10 +222,11 @@ def test_a_model_for_other_inputs_is_refused(tmp_path):
 
 def test_an_unwritable_picture_is_a_warning_and_a_failure(trained, tmp_path):
     out, _, _ = trained
-    (_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+    _, _, x_test, y_test, _ = bundled_mnist()
     Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
     (tmp_path / "pred" / "predictions.png").mkdir(parents=True)  # a folder in the picture's place
-    result = run_cli("--predict", tmp_path / "digit.png", "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_cli("--predict", tmp_path / "digit.png", "--model", out / "model.keras",
+                     "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     assert predictions(result.stdout) == {str(tmp_path / "digit.png"): int(y_test[0])}
     assert result.stderr.startswith(f"warning: could not write {tmp_path / 'pred' / 'predictions.png'}: ")

@@ -7,11 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-from conftest import SCRIPT, run_cli
+from conftest import SCRIPT, bundled_mnist, run_cli
 
-import handwritten_digit_classification as hdc
+from digits import augment, data, networks, training
 
 SMALL = ["--limit-train", "2000", "--limit-test", "500", "--batch-size", "32"]
 
@@ -19,7 +20,7 @@ SMALL = ["--limit-train", "2000", "--limit-test", "500", "--batch-size", "32"]
 def start(out, *args, epochs=40):
     return subprocess.Popen([sys.executable, str(SCRIPT), *SMALL, "--epochs", str(epochs), "--output-dir", str(out),
                              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "KERAS_BACKEND": "tensorflow"})
 
 
 def read_until(process, text):
@@ -54,7 +55,7 @@ def test_sigint_after_first_epoch_saves_what_was_trained(tmp_path):
     assert 1 <= metrics["epochs_completed"] < 40
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["epoch_seconds"]) == metrics["epochs_completed"]
     assert f"Interrupted after {metrics['epochs_completed']} of 40 epochs" in output
-    model = hdc.keras.models.load_model(out / "model.keras")
+    model = keras.models.load_model(out / "model.keras")
     assert model.name == "mnist_cnn" and model.inputs[0].dtype == "float32"  # the network, not the training wrapper
     assert f"Test accuracy: {metrics['test_accuracy']:.4f}" in output
     assert (out / "confusion_matrix.png").stat().st_size > 10_000
@@ -92,12 +93,16 @@ def test_signal_after_training_writes_nothing(tmp_path):
 
 def test_ctrl_c_while_keras_loads_is_one_line(tmp_path):
     process = subprocess.Popen([sys.executable, str(SCRIPT), "--output-dir", str(tmp_path / "out")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    maps = f"/proc/{process.pid}/maps"
-    for _ in range(600):  # until the backend's library is being loaded
-        if process.poll() is not None or "libtensorflow" in Path(maps).read_text():
-            break
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 120
+    while process.poll() is None and "libtensorflow" not in maps.read_text():  # until the backend loads
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("TensorFlow's library never appeared in the process within 120 s")
         time.sleep(0.01)
+    assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -106,25 +111,40 @@ def test_ctrl_c_while_keras_loads_is_one_line(tmp_path):
 
 
 def small_fit(epochs, callbacks=()):
-    """A real fit of the real network on 1,024 MNIST images (two calls into the backend an epoch),
-    watched on 2,000 test images."""
-    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
-    trainer = hdc.make_trainer(hdc.build_model(), augment=False, seed=None)
-    hdc.compile_trainer(trainer, "adam")
-    with hdc.GracefulStop(steps_per_epoch=32) as stop:
-        inside = signal.getsignal(signal.SIGINT)
-        history = trainer.fit(x_train[:1024, ..., None], y_train[:1024], batch_size=32, epochs=epochs,
-                              validation_data=(x_test[:2000, ..., None], y_test[:2000]), validation_batch_size=100,
-                              callbacks=[stop, *callbacks], verbose=0)
-    return stop, history, inside
+    """The real training.train() of the real network on 1,024 MNIST images (two calls into the backend
+    an epoch), watched on 2,000 test images; returns it and the SIGINT handler in force afterwards.
+
+    A SIGINT that train() does not take reaches the handler set here and fails the test, rather than
+    interrupting pytest itself.
+    """
+    x_train, y_train, x_test, y_test, _ = bundled_mnist()
+    trainer = training.make_trainer(networks.build_cnn())
+    escaped = []
+
+    def fallback(signum, frame):
+        escaped.append(signum)
+
+    previous = signal.signal(signal.SIGINT, fallback)
+    try:
+        fit = training.train(trainer, (x_train[:1024, ..., None], y_train[:1024]),
+                             (x_test[:2000, ..., None], y_test[:2000]), epochs, 32, "adam", callbacks)
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not escaped, "a SIGINT during training escaped train()'s handler"
+    return fit, after is fallback
 
 
-class SignalAt(hdc.keras.callbacks.Callback):
+class SignalAt(keras.callbacks.Callback):
     """Sends this process a real SIGINT the first time training reaches a point in a given epoch."""
 
-    def __init__(self, point, epoch):
+    def __init__(self, point, epoch=0):
         super().__init__()
         self.point, self.epoch, self.current_epoch = point, epoch, -1
+
+    def on_train_begin(self, logs=None):
+        if self.point == "before training":
+            signal.raise_signal(signal.SIGINT)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.current_epoch = epoch
@@ -142,28 +162,23 @@ class SignalAt(hdc.keras.callbacks.Callback):
 
 
 def test_signal_during_the_test_pass_keeps_the_epoch_it_follows(capsys):
-    before = signal.getsignal(signal.SIGINT)
-    stop, history, inside = small_fit(5, [SignalAt("test pass", epoch=1)])
-    assert stop.interrupted and stop.epochs_completed == 2  # the second epoch was fully trained
-    assert len(history.history["loss"]) == 2  # and nothing after it ran
-    assert inside != before and signal.getsignal(signal.SIGINT) is before  # restored after training
+    fit, restored = small_fit(5, [SignalAt("test pass", epoch=1)])
+    assert fit.interrupted and fit.epochs_completed == 2  # the second epoch was fully trained
+    assert len(fit.history["loss"]) == len(fit.history["epoch_seconds"]) == 2  # and nothing after it ran
+    assert restored  # the handler in force before training is back
 
 
 def test_signal_mid_epoch_drops_only_that_epoch(capsys):
-    stop, history, _ = small_fit(5, [SignalAt("mid-epoch", epoch=1)])
-    assert stop.interrupted and stop.epochs_completed == 1 and len(stop.epoch_seconds) == 1
-    assert len(history.history["loss"]) == 2  # Keras logs the cut epoch; it is not counted
+    fit, restored = small_fit(5, [SignalAt("mid-epoch", epoch=1)])
+    assert fit.interrupted and fit.epochs_completed == 1
+    assert len(fit.history["loss"]) == len(fit.history["epoch_seconds"]) == 1  # the cut epoch is not kept
+    assert restored
 
 
 def test_signal_before_training_starts_is_not_lost(capsys):
-    (x_train, y_train, _, _), _ = hdc.load_mnist("bundled")
-    trainer = hdc.make_trainer(hdc.build_model(), augment=False, seed=None)
-    hdc.compile_trainer(trainer, "adam")
-    with hdc.GracefulStop(steps_per_epoch=32) as stop:
-        signal.raise_signal(signal.SIGINT)  # before fit begins
-        history = trainer.fit(x_train[:1024, ..., None], y_train[:1024], batch_size=32, epochs=5, callbacks=[stop],
-                              verbose=0)
-    assert stop.interrupted and stop.epochs_completed == 0 and len(history.history["loss"]) == 1
+    fit, restored = small_fit(5, [SignalAt("before training")])
+    assert fit.interrupted and fit.epochs_completed == 0 and fit.history["loss"] == []
+    assert restored
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path):
@@ -206,19 +221,19 @@ def test_augmentation_turns_counter_clockwise_like_numpy_rot90():
     image[0, 3:10, 5:8] = 1  # an asymmetric mark: any other turn or a flip would not match
     image[0, 20, 3:25] = 0.5
     quarter, one, zero = np.array([np.pi / 2], np.float32), np.ones(1, np.float32), np.zeros(1, np.float32)
-    for transform, expected in [(hdc.affine_transforms(quarter, one, zero, zero), np.rot90(image[0, :, :, 0])),
-                                (hdc.affine_transforms(zero, one, zero + 3, zero + 2),
+    for transform, expected in [(augment.affine_transforms(quarter, one, zero, zero), np.rot90(image[0, :, :, 0])),
+                                (augment.affine_transforms(zero, one, zero + 3, zero + 2),
                                  np.roll(image[0, :, :, 0], (2, 3), axis=(0, 1)))]:
-        moved = hdc.keras.ops.image.affine_transform(image, transform, interpolation="nearest", fill_mode="constant")
-        np.testing.assert_array_equal(hdc.keras.ops.convert_to_numpy(moved)[0, :, :, 0], expected)
+        moved = keras.ops.image.affine_transform(image, transform, interpolation="nearest", fill_mode="constant")
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(moved)[0, :, :, 0], expected)
 
 
 def test_augmentation_only_in_training():
-    layer = hdc.RandomAffine(seed=1)
-    (x_train, _, _, _), _ = hdc.load_mnist("bundled")
-    images = hdc.preprocess(x_train[:64])
-    np.testing.assert_array_equal(hdc.keras.ops.convert_to_numpy(layer(images, training=False)), images)
-    moved = hdc.keras.ops.convert_to_numpy(layer(images, training=True))
+    layer = augment.RandomAffine(seed=1)
+    x_train, _, _, _, _ = bundled_mnist()
+    images = data.preprocess(x_train[:64])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    moved = keras.ops.convert_to_numpy(layer(images, training=True))
     changed = np.abs(moved - images).reshape(64, -1).max(axis=1) > 0.1
     assert changed.all()  # every image gets its own transform
     assert abs(moved.sum() / images.sum() - 1) < 0.15  # turned, zoomed and shifted, not lost off the frame

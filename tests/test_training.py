@@ -1,11 +1,12 @@
 """Training settings through the real command line: schedules, precision, validation split; the evaluation maths."""
 import json
 
+import keras
 import numpy as np
 import pytest
-from conftest import QUICK, run_cli
+from conftest import QUICK, bundled_mnist, run_cli
 
-import handwritten_digit_classification as hdc
+from digits import evaluation, networks, precision, settings
 
 
 def quick_run(tmp_path, *flags):
@@ -16,13 +17,16 @@ def quick_run(tmp_path, *flags):
 
 
 def test_auto_precision_keeps_the_faster_of_two_measured():
-    (x_train, y_train, _, _), _ = hdc.load_mnist("bundled")
-    precision, device, timings = hdc.choose_precision("auto", hdc.build_model, x_train[:64, ..., None], y_train[:64])
-    assert device.startswith("CPU (")  # the test machines have no GPU
-    assert set(timings) == {"float32", "bfloat16"} and all(0 < t < 10 for t in timings.values())
-    assert precision == min(timings, key=timings.get)
-    assert hdc.choose_precision("float32", hdc.build_model, None, None) == ("float32", device, None)
-    hdc.keras.mixed_precision.set_global_policy("float32")
+    x_train, y_train, _, _, _ = bundled_mnist()
+    try:
+        chosen = precision.choose_precision("auto", networks.build_cnn, x_train[:64, ..., None], y_train[:64])
+        assert chosen.device.startswith("CPU (")  # the test machines have no GPU
+        assert set(chosen.timings) == {"float32", "bfloat16"} and all(0 < t < 10 for t in chosen.timings.values())
+        assert chosen.name == min(chosen.timings, key=chosen.timings.get)
+        assert keras.mixed_precision.global_policy().name == precision.POLICIES[chosen.name]  # left set
+        assert precision.choose_precision("float32", networks.build_cnn, None, None) == ("float32", chosen.device, None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_auto_precision_is_printed_and_recorded(trained):
@@ -31,7 +35,7 @@ def test_auto_precision_is_printed_and_recorded(trained):
     assert metrics["config"]["precision"] == min(timings, key=timings.get)
     assert (f"precision: {metrics['config']['precision']} (measured {1000 * timings['float32']:.1f} ms a step in "
             f"float32, {1000 * timings['bfloat16']:.1f} in bfloat16)") in result.stdout
-    assert f"Backend: {hdc.keras.backend.backend()}, device: CPU" in result.stdout
+    assert f"Backend: {keras.backend.backend()}, device: CPU" in result.stdout
 
 
 def test_bfloat16_trains(tmp_path):
@@ -43,7 +47,7 @@ def test_bfloat16_trains(tmp_path):
 def test_cosine_schedule_warms_up_then_decays(trained):
     _, _, metrics = trained
     rates = metrics["history"]["learning_rate"]  # QUICK: 2 epochs, so the warm-up is the first one
-    assert rates[0] == pytest.approx(hdc.LEARNING_RATES["cosine"], rel=1e-3)
+    assert rates[0] == pytest.approx(settings.LEARNING_RATES["cosine"], rel=1e-3)
     assert rates[1] == pytest.approx(0, abs=1e-6)
 
 
@@ -76,14 +80,14 @@ def test_confusion_matrix_rows_are_true_digits():
     expected = np.zeros((10, 10), int)
     for true, guess in zip(labels, predicted):
         expected[true, guess] += 1
-    np.testing.assert_array_equal(hdc.confusion_matrix(labels, predicted), expected)
+    np.testing.assert_array_equal(evaluation.confusion_matrix(labels, predicted), expected)
 
 
 def test_report_says_n_a_where_there_is_nothing_to_divide_by():
     confusion = np.diag([5] * 10)
     confusion[3, 3] = 0  # no test images of 3, never predicted as 3
-    report = hdc.per_class_report(confusion)
+    report = evaluation.per_class_report(confusion)
     assert report["3"] == {"precision": None, "recall": None, "f1": None, "support": 0}
     assert report["4"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 5}
-    line = next(line for line in hdc.format_report(report, []).splitlines() if line.strip().startswith("3 "))
+    line = next(line for line in evaluation.format_report(report, []).splitlines() if line.strip().startswith("3 "))
     assert line.split() == ["3", "n/a", "n/a", "n/a", "0"]

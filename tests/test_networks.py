@@ -5,9 +5,15 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import bundled_mnist
 from PIL import Image
 
-import handwritten_digit_classification as hdc
+from digits import data, errors, networks, pictures, settings
+
+
+def build(architecture="cnn", filters=None, dense_units=None):
+    """The network of these settings, checked as the command line checks them."""
+    return networks.build_network(settings.network_spec(architecture, filters, dense_units))
 
 
 def conv(size, channels_in, channels_out, bias=True):
@@ -26,8 +32,8 @@ def kinds(model):
     return [type(layer).__name__ for layer in model.layers]
 
 
-def test_default_cnn_is_the_notebook_network():
-    model = hdc.build_model()
+def test_default_cnn_is_the_original_examples_network():
+    model = networks.build_cnn()
     assert model.name == "mnist_cnn"
     assert kinds(model) == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
     shapes = [tuple(layer.output.shape) for layer in model.layers]
@@ -35,7 +41,7 @@ def test_default_cnn_is_the_notebook_network():
                       (None, 1600), (None, 100), (None, 10)]
     assert [layer.count_params() for layer in model.layers] == [320, 0, 18496, 0, 0, 160100, 1010]
     assert model.count_params() == 179_926
-    assert hdc.build_network("cnn").count_params() == 179_926  # None settings: the notebook's
+    assert build("cnn").count_params() == 179_926  # None settings: the original example's
 
 
 @pytest.mark.parametrize(("filters", "dense_units", "shapes", "params"), [
@@ -51,7 +57,7 @@ def test_default_cnn_is_the_notebook_network():
      [conv(3, 1, 5), 0, conv(3, 5, 7), 0, 0, dense(175, 3), dense(3, 10)]),
 ])
 def test_cnn_family_with_odd_settings(filters, dense_units, shapes, params):
-    model = hdc.build_network("cnn", filters, dense_units)
+    model = build("cnn", filters, dense_units)
     expected_kinds = ["Conv2D", "MaxPooling2D"] * len(filters) + ["Flatten"] + ["Dense"] * (2 if dense_units else 1)
     assert kinds(model) == expected_kinds
     assert [tuple(layer.output.shape)[1:] for layer in model.layers] == shapes
@@ -63,27 +69,28 @@ def test_cnn_family_with_odd_settings(filters, dense_units, shapes, params):
 
 
 @pytest.mark.parametrize(("filters", "dense_units", "message"), [
-    ((8, 8, 8, 8), 100, "--filters 8 8 8 8 asks for 4 convolution blocks, but a 28x28 image allows at most 3"),
-    ((32, 64, 128, 256, 512), 100, "asks for 5 convolution blocks, but a 28x28 image allows at most 3"),
-    ((32, 0), 100, "--filters 32 0: every number of filters must be at least 1"),
-    ((-4,), 100, "--filters -4: every number of filters must be at least 1"),
-    ((), 100, "--filters needs at least one number"),
-    ((32, 64), -1, "--dense-units -1: give 0"),
+    ((8, 8, 8, 8), 100, "4 convolution blocks asked for, but a 28x28 image allows at most 3"),
+    ((32, 64, 128, 256, 512), 100, "5 convolution blocks asked for, but a 28x28 image allows at most 3"),
+    ((32, 0), 100, "every number of filters must be at least 1, got 32 0"),
+    ((-4,), 100, "every number of filters must be at least 1, got -4"),
+    ((), 100, "the cnn needs at least one convolution block"),
+    ((32, 64), -1, "-1 dense units: give 0"),
 ])
 def test_impossible_cnn_settings_are_refused_in_one_line(filters, dense_units, message):
-    with pytest.raises(hdc.InputError) as refused:
-        hdc.build_network("cnn", filters, dense_units)
+    """In the library's words: the command line adds the option names (tests/test_experiments.py)."""
+    with pytest.raises(errors.InputError) as refused:
+        settings.network_spec("cnn", filters, dense_units)
     assert message in str(refused.value)
-    assert "\n" not in str(refused.value)
+    assert "\n" not in str(refused.value) and "--" not in str(refused.value)
 
 
 def test_three_blocks_is_the_most_a_28x28_image_allows():
-    assert hdc.max_conv_blocks() == 3
-    hdc.build_model((1, 1, 1), 0)  # the largest allowed: 28 -> 13 -> 5 -> 1 pixels, builds fine
+    assert settings.max_conv_blocks() == 3
+    networks.build_cnn((1, 1, 1), 0)  # the largest allowed: 28 -> 13 -> 5 -> 1 pixels, builds fine
 
 
 def test_resnet_layers_and_parameter_count():
-    model = hdc.build_network("resnet")
+    model = build("resnet")
     assert model.name == "mnist_resnet"
     layer_kinds = kinds(model)
     # stem + 4 blocks of two 3x3 convolutions + 2 projections (where 16 -> 32 and 32 -> 64 channels,
@@ -115,11 +122,10 @@ def test_resnet_layers_and_parameter_count():
 
 def test_resnet_takes_no_cnn_settings_and_unknown_architectures_are_refused():
     for filters, dense_units in (((32, 64), None), (None, 100)):
-        with pytest.raises(hdc.InputError, match="--filters and --dense-units shape the cnn") as refused:
-            hdc.build_network("resnet", filters, dense_units)
-        assert "\n" not in str(refused.value)
-    with pytest.raises(hdc.InputError, match="--architecture vgg16: choose one of cnn, resnet"):
-        hdc.build_network("vgg16")
+        with pytest.raises(errors.InputError, match="filters and dense units shape the cnn; the resnet has a fixed"):
+            settings.network_spec("resnet", filters, dense_units)
+    with pytest.raises(errors.InputError, match="unknown architecture 'vgg16': choose one of cnn, resnet"):
+        settings.network_spec("vgg16")
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
@@ -129,11 +135,11 @@ def test_outputs_are_probabilities(architecture, filters, dense_units, precision
     """Even under bfloat16 mixed precision: a bfloat16 softmax would miss a sum of 1 by about 1e-3."""
     keras.mixed_precision.set_global_policy(precision)
     try:
-        model = hdc.build_network(architecture, filters, dense_units)
+        model = build(architecture, filters, dense_units)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
-    probabilities = model.predict(np.asarray(hdc.preprocess(x_test[:8])), verbose=0)
+    _, _, x_test, _, _ = bundled_mnist()
+    probabilities = model.predict(np.asarray(data.preprocess(x_test[:8])), verbose=0)
     assert probabilities.shape == (8, 10) and probabilities.dtype == np.float32
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
@@ -142,13 +148,13 @@ def test_outputs_are_probabilities(architecture, filters, dense_units, precision
 
 def test_resnet_saved_after_one_step_loads_in_a_fresh_process(tmp_path):
     """model.keras holds only built-in layers: plain Keras, without this program, loads it and agrees."""
-    (x_train, y_train, x_test, _), _ = hdc.load_mnist("bundled")
-    model = hdc.build_network("resnet")
+    x_train, y_train, x_test, _, _ = bundled_mnist()
+    model = build("resnet")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(np.asarray(hdc.preprocess(x_train[:64])), y_train[:64], batch_size=64, epochs=1, verbose=0)
+    model.fit(np.asarray(data.preprocess(x_train[:64])), y_train[:64], batch_size=64, epochs=1, verbose=0)
     path, digits = tmp_path / "model.keras", tmp_path / "digits.npy"
     model.save(path)
-    np.save(digits, np.asarray(hdc.preprocess(x_test[:16])))
+    np.save(digits, np.asarray(data.preprocess(x_test[:16])))
     load_and_predict = ("import sys, keras, numpy as np; model = keras.models.load_model(sys.argv[1]); "
                         "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))")
     loaded = tmp_path / "loaded.npy"
@@ -165,10 +171,10 @@ def test_resnet_saved_after_one_step_loads_in_a_fresh_process(tmp_path):
 ])
 def test_filter_picture_for_any_architecture(tmp_path, architecture, filters, dense_units, sections, rows):
     """Kernels, then the first two convolutions' maps (as many as the model has), 16 small images a row."""
-    model = hdc.build_network(architecture, filters, dense_units)
-    (_, _, x_test, _), _ = hdc.load_mnist("bundled")
+    model = build(architecture, filters, dense_units)
+    _, _, x_test, _, _ = bundled_mnist()
     path = tmp_path / "filters.png"
-    hdc.plot_filters(model, np.asarray(hdc.preprocess(x_test[:1]))[0], path)
+    pictures.plot_filters(model, np.asarray(data.preprocess(x_test[:1]))[0], path)
     with Image.open(path) as picture:
         width, height = picture.size
     assert width >= 600

@@ -1,0 +1,93 @@
+"""The package's shape: what needs no Keras imports without it, imports run one way, and the command
+line answers before Keras loads."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SCRIPT, refusal, run_cli
+
+PACKAGE = ROOT / "digits"
+KERAS_FREE = ["errors", "settings", "signals", "cli", "data", "outputs", "photos", "drawing", "server", "backend",
+              "evaluation", "predict"]
+# A keras (and tensorflow) that cannot be imported: put first on the path of a child process.
+BLOCKER = 'raise ImportError("{} is blocked: this module must not need it")\n'
+
+
+@pytest.fixture(scope="module")
+def without_keras(tmp_path_factory):
+    """A PYTHONPATH under which `import keras` and `import tensorflow` fail."""
+    blocked = tmp_path_factory.mktemp("blocked")
+    for name in ("keras", "tensorflow", "jax", "torch"):
+        (blocked / name).mkdir()
+        (blocked / name / "__init__.py").write_text(BLOCKER.format(name))
+    return str(blocked)
+
+
+@pytest.mark.parametrize("module", KERAS_FREE)
+def test_keras_free_modules_import_without_keras(without_keras, module):
+    result = subprocess.run([sys.executable, "-c", f"import digits.{module}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, env={"PYTHONPATH": f"{without_keras}:{ROOT}", "PATH": ""},
+                            check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_photo_pipeline_and_the_draw_requests_work_without_keras(without_keras):
+    """Not only import: read a drawing into the 28x28 digit, with Keras impossible to load."""
+    code = ("import numpy as np; from digits import drawing; "
+            "d = drawing.digit_from_request({'strokes': [[[0, 0], [0, 50]]]}); "
+            "assert d.shape == (28, 28) and d.max() > 0.9, d.max()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": f"{without_keras}:{ROOT}", "PATH": ""}, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--help"], None),
+    (["--epochs", "0"], ["--epochs", "at least 1"]),
+    (["--epocs", "2"], ["unrecognized arguments: --epocs"]),
+    (["--data", "/no/such/folder"], ["--data", "/no/such/folder does not exist"]),
+    (["--output-dir", str(SCRIPT)], ["--output-dir", "is a file, not a folder"]),
+    (["--filters", "1", "2", "3", "4"], ["--filters 1 2 3 4", "at most 3"]),
+])
+def test_the_command_line_answers_without_keras(without_keras, tmp_path, args, words):
+    """--help, a typo, an impossible setting, a missing --data path: answered before Keras would load."""
+    result = run_cli(*args, env={"PYTHONPATH": without_keras})
+    if words is None:
+        assert result.returncode == 0 and "--predict" in result.stdout, result.stderr
+        return
+    message = refusal(result)
+    for word in words:
+        assert word in message, message
+
+
+def imports_of(path):
+    """The digits.* modules a file imports, at any level."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("digits"):
+            found |= ({f"digits.{alias.name}" for alias in node.names} if node.module == "digits"
+                      else {node.module})
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("digits")}
+    return {name.removeprefix("digits.") for name in found}
+
+
+def test_imports_run_one_way_and_modules_stay_small():
+    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    graph = {name: imports_of(path) & set(modules) for name, path in modules.items()}
+    order, done = [], set()
+
+    def visit(name, trail):
+        assert name not in trail, f"import cycle: {' -> '.join([*trail, name])}"
+        if name not in done:
+            for other in sorted(graph[name]):
+                visit(other, [*trail, name])
+            done.add(name)
+            order.append(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    for name, path in modules.items():
+        assert len(path.read_text().splitlines()) <= 330, f"digits/{name}.py has grown past ~300 lines"
