@@ -191,8 +191,8 @@ def draw(args):
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
     server.warm_up()
     host, port = server.server_address[:2]
-    print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
-    try:
+    try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
+        print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped the drawing page.", flush=True)

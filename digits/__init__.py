@@ -1,10 +1,10 @@
 """The parts of handwritten_digit_classification.py, one job a module.
 
-Keras-free (they import with Keras absent, so the command line answers before Keras loads):
-`errors`, `settings`, `signals`, `cli`, `data`, `outputs`, `photos`, `drawing`.
-Keras-side: `backend` (the one backend-specific place), `networks`, `augment`, `precision`,
-`training`, `evaluation`, `pictures`, `predict`, `server`.
+Import without Keras (so the command line answers before Keras loads; tests/test_layout.py checks):
+`errors`, `settings`, `signals`, `cli`, `backend` (the one backend-specific place: it loads Keras
+quietly when asked), `data`, `outputs`, `photos`, `drawing`, `server`, `evaluation`, `predict`.
+Keras-side: `networks`, `augment`, `training`, `precision`, `pictures`.
 
-Imports run one way: a module imports only the modules listed before it in its own group, and
-Keras-side modules may import the Keras-free ones, never the other way round.
+Imports run one way, from the script down: no module imports the script, and there are no cycles
+(tests/test_layout.py checks both).
 """

@@ -62,8 +62,8 @@ def real_number(low, high, example, low_included=True):
     return parse
 
 
-def parse_args(argv=None):
-    """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
+def build_parser():
+    """The program's options, each with its default and its check."""
     parser = OneLineErrorParser(
         description="Train a CNN on MNIST, report how well it did and where it goes wrong; "
                     "or predict digits in your own images.",
@@ -124,6 +124,12 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
                              "reachable from other machines")
+    return parser
+
+
+def parse_args(argv=None):
+    """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.model and not (args.predict or args.draw):
         parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")

@@ -6,15 +6,14 @@ import json
 import os
 import signal
 import socket
-import time
 
 import numpy as np
 import pytest
 from conftest import bundled_mnist, phone_photo, refusal, run_cli
-from draw_accuracy import DRAWINGS, find_chromium, read_all, start_server
+from draw_accuracy import DRAWINGS, draw, find_chromium, read_all, start_server
 from PIL import Image
 
-from digits import drawing, photos
+from digits import drawing
 from digits.server import WEB_DIR
 
 # Quick models like the `trained` fixture's (3,000 images, 2 epochs) read 28, 30 and 29 of the 30
@@ -83,9 +82,9 @@ def test_every_drawing_gets_ten_probabilities_and_the_image_the_model_saw(server
         assert reply["digit"] == probabilities.argmax()
         image = np.array(reply["image"])
         assert image.shape == (28, 28) and image.min() >= 0 and image.max() == 255
-        # The program's own preprocessing, in this process: the server showed what the model saw.
-        expected = photos.to_mnist_form(drawing.render_strokes([np.array(s, float) for s in drawn["strokes"]]))
-        np.testing.assert_array_equal(image, np.round(expected * 255))
+        # MNIST's form: the ink's longer side fills a 20-pixel box, centred by mass in 28x28.
+        rows, cols = np.flatnonzero(image.max(axis=1) > 12), np.flatnonzero(image.max(axis=0) > 12)
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
         ys, xs = np.indices(image.shape)
         centre = [(ys * image).sum() / image.sum(), (xs * image).sum() / image.sum()]
         assert np.abs(np.array(centre) - 14).max() <= 1  # centred by mass, as MNIST is
@@ -118,9 +117,8 @@ def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
     for path in paths:
         status, reply = predict(url, {"image": base64.b64encode(path.read_bytes()).decode()})
         assert status == 200, reply
-        assert f"{path}: {reply['digit']} (" in result.stdout
-        gray, _ = photos.read_image(path)
-        np.testing.assert_array_equal(np.array(reply["image"]), np.round(photos.to_mnist_form(gray) * 255))
+        # the same digit with the same confidence, to the printed 0.1%: the same steps reached the model
+        assert f"{path}: {reply['digit']} ({reply['probabilities'][reply['digit']]:.1%})" in result.stdout
 
 
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
@@ -158,6 +156,10 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
     assert status == 400 and "application/json" in json.loads(content)["error"]
     status, content = http(url, "POST", "/predict", b'{"strokes": [[[1, 2]]]}', headers=["Host: evil.example"])
     assert status == 403  # DNS rebinding: another site's page reaching the local server by name
+    status, content = http(url, "GET", "/", body=None, content_type=None, headers=["Host: evil.example:8000"])
+    assert status == 403 and b"<html" not in content  # nor is the page itself served under a foreign name
+    status, content = http(url, "POST", "/predict", b"", headers=["Transfer-Encoding: chunked"])
+    assert status == 411 and "chunked" in json.loads(content)["error"]
     status, _ = http(url, "POST", "/elsewhere", b"{}")
     assert status == 404
     status, content = http(url, "POST", "/predict", body=None)  # no Content-Length
@@ -184,6 +186,36 @@ def test_no_path_outside_the_page_is_served(server, target):
     assert http(url, "GET", "/", body=None, content_type=None)[0] == 200
 
 
+def test_it_serves_this_machine_only_by_default(server):
+    _, url = server  # started without --host
+    assert url.startswith("http://127.0.0.1:")
+
+
+def test_escape_clears_the_page(server):
+    chromium = find_chromium()
+    if chromium is None and os.environ.get("CI") != "true":
+        pytest.skip("no chromium found (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    _, url = server
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            draw(page, DRAWINGS["drawings"][0])
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            page.keyboard.press("Escape")
+            page.locator('#prediction[data-state="empty"]').wait_for(timeout=10_000)
+            assert page.evaluate("""() => {  // no ink left on the canvas
+                const c = document.querySelector('#canvas');
+                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
+                    .some((v, i) => i % 4 === 3 && v > 0);
+            }""") is False
+        finally:
+            browser.close()
+
+
 def test_without_a_model_it_says_train_first(tmp_path):
     result = run_cli("--draw", "--port", "0", "--output-dir", tmp_path / "nothing")
     message = refusal(result)
@@ -204,13 +236,12 @@ def test_an_exposed_host_warns_and_ctrl_c_stops_cleanly(trained):
     process, url = start_server("--port", 0, "--host", "0.0.0.0", "--model", out / "model.keras")
     try:
         assert url, process.stderr.read()
-        time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # as soon as the address is printed: the server is serving
         returncode = process.wait(timeout=60)
     finally:
         process.kill()
     stderr = process.stderr.read()
-    assert returncode in (0, 130) and "Traceback" not in stderr
+    assert returncode == 0 and "Traceback" not in stderr
     assert stderr.strip().splitlines() == [
         "warning: --host 0.0.0.0: the drawing page is reachable from other machines on the network"]
     process.reader.join(timeout=10)

@@ -3,7 +3,6 @@ line answers before Keras loads."""
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, SCRIPT, refusal, run_cli

@@ -42,11 +42,12 @@ def assert_previous_run_untouched(out):
     assert (out / "metrics.json").read_text() == "previous run\n"
 
 
-def test_sigint_after_first_epoch_saves_what_was_trained(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_first_epoch_saves_what_was_trained(tmp_path, sig):
     out = tmp_path / "out"
     process = start(out)
     read_until(process, "Epoch 2/40")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
     assert "Traceback" not in output
@@ -108,6 +109,47 @@ def test_ctrl_c_while_keras_loads_is_one_line(tmp_path):
     assert process.returncode == 130, stderr
     assert stderr.strip() == "Interrupted while loading Keras; nothing was done."
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_while_the_data_is_read_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    previous_run(out)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--output-dir", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    deadline = time.monotonic() + 60
+
+    def reading_images():
+        try:
+            return any("train-images" in os.readlink(fd) for fd in Path(f"/proc/{process.pid}/fd").iterdir())
+        except OSError:  # a descriptor closed while we looked
+            return False
+
+    while not reading_images():  # the bundled training images are open: decompressed and checksummed now
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"never saw the program read its data: {process.communicate()}")
+        time.sleep(0.002)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "Interrupted: stopped at once, nothing new was saved." and "Data:" not in stdout
+    assert_previous_run_untouched(out)
+
+
+def test_main_leaves_the_ctrl_c_handler_as_it_found_it(tmp_path, capsys):
+    import handwritten_digit_classification as program
+
+    def ours(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, ours)
+    try:
+        assert program.main(["--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--batch-size", "32",
+                             "--precision", "float32", "--output-dir", str(tmp_path / "out")]) == 0
+        assert signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (tmp_path / "out" / "model.keras").is_file()
 
 
 def small_fit(epochs, callbacks=()):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import QUICK, bundled_mnist, run_cli
 
-from digits import evaluation, networks, precision, settings
+from digits import evaluation, networks, precision, settings, training
 
 
 def quick_run(tmp_path, *flags):
@@ -91,3 +91,21 @@ def test_report_says_n_a_where_there_is_nothing_to_divide_by():
     assert report["4"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 5}
     line = next(line for line in evaluation.format_report(report, []).splitlines() if line.strip().startswith("3 "))
     assert line.split() == ["3", "n/a", "n/a", "n/a", "0"]
+
+
+def test_cosine_schedule_at_its_turning_points():
+    """Warm-up from a thirtieth of the peak over the first epoch, then a cosine down to zero."""
+    optimizer = training.make_optimizer("cosine", 0.003, epochs=4, steps=10)  # 40 steps, 10 of warm-up
+
+    def rate_at(step):
+        optimizer.iterations.assign(step)
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    assert rate_at(0) == pytest.approx(0.0001)
+    assert rate_at(5) == pytest.approx(0.0001 + (0.003 - 0.0001) / 2)  # mid warm-up: linear
+    assert rate_at(10) == pytest.approx(0.003)  # the peak, at the end of the first epoch
+    assert rate_at(25) == pytest.approx(0.0015)  # mid decay: half the peak on a cosine
+    assert rate_at(40) == pytest.approx(0, abs=1e-9)
+    constant = training.make_optimizer("constant", 0.001, epochs=4, steps=10)
+    constant.iterations.assign(25)
+    assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(0.001)
