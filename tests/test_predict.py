@@ -204,11 +204,11 @@ def test_predict_without_a_model_names_the_command_that_makes_it(tmp_path):
 def test_a_damaged_model_file_is_called_damaged(trained, tmp_path):
     out, _, _ = trained
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
-    data = (out / "model.keras").read_bytes()
-    (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])
+    content = (out / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(content[: len(content) // 2])
     result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "model.keras")
     message = refusal(result)
-    assert message.startswith(f"error: {tmp_path / 'model.keras'} is damaged or not a Keras model file (")
+    assert message.startswith(f"error: --model: {tmp_path / 'model.keras'} is damaged or not a Keras model file")
 
 
 def test_a_model_for_other_inputs_is_refused(tmp_path):
