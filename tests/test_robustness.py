@@ -236,8 +236,8 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
 
 
 def seeded_run(tmp_path, name, seed, *flags):
-    result = run_cli(*SMALL, "--epochs", "2", "--precision", "float32", "--seed", seed, *flags,
-                     "--output-dir", tmp_path / name)
+    result = run_cli("--limit-train", "640", "--limit-test", "200", "--batch-size", "32", "--epochs", "2",
+                     "--precision", "float32", "--seed", seed, *flags, "--output-dir", tmp_path / name)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
     metrics["history"].pop("epoch_seconds")
