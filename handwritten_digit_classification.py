@@ -72,7 +72,7 @@ def train_and_report(args):
 
     # 3. The network, and the trainer around it: uint8 pixels in, scaled (and augmented) inside the step.
     model = build()
-    model.summary()
+    model.summary(line_length=100)  # wide enough for the residual network's layer names
     trainer = training.make_trainer(model, args.augment, args.seed)
     optimizer = training.make_optimizer(args.lr_schedule, args.learning_rate, args.epochs,
                                         steps_per_epoch(len(x_train), args.batch_size))
@@ -82,12 +82,13 @@ def train_and_report(args):
             callbacks.append(backend.tensorboard_callback(args.output_dir))
 
     # 4. Train, watching the validation images (or the test images) after every epoch for the curves.
-    watched = (x_val, y_val) if len(x_val) else (x_test, y_test)
+    watched, (x_watch, y_watch) = ("validation", (x_val, y_val)) if len(x_val) else ("test", (x_test, y_test))
     train_started = time.perf_counter()
-    fit = training.train(trainer, (x_train[..., None], y_train), (watched[0][..., None], watched[1]),
-                         args.epochs, args.batch_size, optimizer, callbacks)
+    fit = training.train(trainer, (x_train[..., None], y_train), (x_watch[..., None], y_watch),
+                         args.epochs, args.batch_size, optimizer, callbacks, watched)
     train_seconds = time.perf_counter() - train_started
     print(f"Trained {fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)} in {train_seconds:.1f} s")
+    model = precision.float32_network(model, build)  # evaluated and saved in float32, whatever it trained in
 
     # 5. Evaluate: predict every test image once; every number below comes from those predictions.
     result = evaluation.evaluate(model, x_test, y_test)
@@ -100,7 +101,7 @@ def train_and_report(args):
         "test_loss": result.loss,
         "interrupted": fit.interrupted,
         "epochs_completed": fit.epochs_completed,
-        "curves_watch": "validation" if len(x_val) else "test",
+        "curves_watch": watched,
         "history": fit.history,
         "per_class": per_class,
         "most_confused": confused,
