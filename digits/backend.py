@@ -6,7 +6,6 @@ backend's own module is imported only inside the function that needs it.
 """
 
 import os
-import shutil
 import sys
 
 from digits.errors import InputError
@@ -84,9 +83,9 @@ def make_deterministic():
         tf.config.experimental.enable_op_determinism()
 
 
-def tensorboard_callback(output_dir):
-    """A TensorBoard callback writing to output_dir/logs (its earlier logs removed), refused up front
-    where TensorFlow and TensorBoard, its log writer whatever the backend, are not installed."""
+def tensorboard_callback(logs):
+    """A TensorBoard callback writing to the folder `logs`, refused up front where TensorFlow and
+    TensorBoard, its log writer whatever the backend, are not installed."""
     try:
         import tensorboard  # noqa: F401
         import tensorflow  # noqa: F401
@@ -95,6 +94,4 @@ def tensorboard_callback(output_dir):
                          "pip install tensorflow tensorboard")
     import keras
 
-    logs = output_dir / "logs"
-    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
     return keras.callbacks.TensorBoard(logs, write_graph=False)

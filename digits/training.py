@@ -1,7 +1,6 @@
 """Training: the trainer around the network, Adam and its learning-rate schedule, and a fit that
 stops cleanly on Ctrl-C or SIGTERM, keeping every fully trained epoch."""
 
-import os
 import sys
 import time
 from typing import NamedTuple
@@ -14,7 +13,7 @@ from digits.backend import steps_per_execution
 from digits.data import preprocess
 from digits.errors import IMAGE_SIZE
 from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
-from digits.signals import handling_stop_signals
+from digits.signals import handling_stop_signals, quit_at_once
 
 
 def make_trainer(model, augment=False, seed=None):
@@ -105,9 +104,8 @@ class GracefulStop(keras.callbacks.Callback):
 
     def handle(self, signum, frame):
         """The first signal asks training to stop after this step; a second one quits."""
-        if self.interrupted:
-            print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
-            os._exit(130)  # no exception: one raised inside the backend's loops can crash the process
+        if self.interrupted:  # the staging folder goes too (see digits.signals.quit_at_once)
+            quit_at_once("\nInterrupted: stopped at once, nothing new was saved.")
         self.interrupted = True
         if self.model is not None:
             self.model.stop_training = True
