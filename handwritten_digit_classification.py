@@ -122,7 +122,7 @@ def train_and_report(args):
 
         # 6. Reports: written into the staging folder, then published together.
         reports = [  # name, how to write it
-            ("model.keras", model.save),
+            ("model.keras", lambda p: backend.save_model(model, p)),
             ("confusion_matrix.png",
              lambda p: pictures.plot_confusion_matrix(result.confusion, result.accuracy, p)),
             ("training_curves.png", (lambda p: pictures.plot_training_curves(fit.history, watched, p))

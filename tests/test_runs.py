@@ -1,6 +1,7 @@
 """A training run as the command line gives it: which options it takes, what it prints, which files it
 publishes (and which it removes), how it stops on a signal, and the model it saves."""
 
+import importlib.util
 import json
 import os
 import queue
@@ -262,3 +263,12 @@ def test_a_sigterm_swallowed_after_training_still_stops_the_run(tmp_path):
     assert status == 130 and "nothing new was saved" in output, output
     assert listing(out) == sorted(OUTPUTS)
     assert all(path.read_text() == text for path, text in previous.items())
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("jax") and importlib.util.find_spec("tensorflow")),
+                    reason="needs JAX, and TensorFlow installed beside it")
+def test_a_run_on_jax_keeps_stderr_clean_though_saving_imports_tensorflow(tmp_path):
+    result = run_cli(*TINY, "--output-dir", tmp_path, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr
+    assert "Backend: jax" in result.stdout
+    assert result.stderr == ""  # TensorFlow's "oneDNN custom operations are on" (twice) before
