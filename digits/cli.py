@@ -119,7 +119,8 @@ def parse_args(argv=None):
                         help=f"cnn: units of the hidden dense layer, 0 for none (default: {CNN_DENSE_UNITS})")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs, "
-                             "replacing that folder's earlier logs; needs TensorFlow installed")
+                             "replacing that folder's earlier logs when the run saves its outputs; needs TensorFlow "
+                             "installed")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
                         help="predict the digit in each image with a trained model instead of training; one digit per "
                              "image (crop each digit on its own: two digits in one image are read as one)")
