@@ -67,8 +67,7 @@ def train_and_report(args):
                 f"{1000 * chosen.timings['bfloat16']:.1f} in bfloat16)" if chosen.timings else "")
     print(f"Backend: {keras.backend.backend()}, device: {chosen.device}, precision: {chosen.name}{measured}")
     if args.seed is not None:  # after the timing above, so that it does not shift the random numbers
-        keras.utils.set_random_seed(args.seed)
-        backend.make_deterministic()
+        backend.seed_everything(args.seed)
 
     # 3. The network, and the trainer around it: uint8 pixels in, scaled (and augmented) inside the step.
     model = build()

@@ -105,8 +105,16 @@ def describe_device():
     return f"CPU ({os.cpu_count()} cores)", False
 
 
-def make_deterministic():
-    """A seed fixes every random number; TensorFlow also needs its deterministic kernels asked for."""
+def seed_everything(seed):
+    """Fix every random number with `seed`; TensorFlow also needs its deterministic kernels asked for.
+
+    Keras seeds TensorFlow too wherever it is installed, whatever the backend: it is imported
+    quietly first (see import_tensorflow_quietly).
+    """
+    import keras
+
+    import_tensorflow_quietly()
+    keras.utils.set_random_seed(seed)
     if backend_name() == "tensorflow":
         import tensorflow as tf
 
