@@ -133,4 +133,9 @@ def tensorboard_callback(logs):
                          "pip install tensorflow tensorboard")
     import keras
 
+    if backend_name() != "tensorflow":  # TensorFlow's first look for a GPU logs too: let it, silenced
+        import tensorflow as tf
+
+        with silenced_stderr():
+            tf.config.list_physical_devices()
     return keras.callbacks.TensorBoard(logs, write_graph=False)

@@ -265,11 +265,12 @@ def test_a_sigterm_swallowed_after_training_still_stops_the_run(tmp_path):
     assert all(path.read_text() == text for path, text in previous.items())
 
 
-@pytest.mark.skipif(not (importlib.util.find_spec("jax") and importlib.util.find_spec("tensorflow")),
-                    reason="needs JAX, and TensorFlow installed beside it")
-def test_a_run_on_jax_keeps_stderr_clean_though_saving_imports_tensorflow(tmp_path):
-    result = run_cli(*TINY, "--seed", "0", "--output-dir", tmp_path, env={**os.environ, "KERAS_BACKEND": "jax"})
+@pytest.mark.skipif(not all(map(importlib.util.find_spec, ["jax", "tensorflow", "tensorboard"])),
+                    reason="needs JAX, and TensorFlow and TensorBoard installed beside it")
+def test_a_run_on_jax_keeps_stderr_clean_though_keras_imports_tensorflow(tmp_path):
+    result = run_cli(*TINY, "--seed", "0", "--tensorboard", "--output-dir", tmp_path,
+                     env={**os.environ, "KERAS_BACKEND": "jax"})
     assert result.returncode == 0, result.stderr
-    assert "Backend: jax" in result.stdout
+    assert "Backend: jax" in result.stdout and (tmp_path / "logs" / "train").is_dir()
     assert result.stderr == ""  # TensorFlow's "oneDNN custom operations are on" (twice) before: Keras
-    # imports TensorFlow to save a .keras file, and to seed it with --seed
+    # imports TensorFlow to save a .keras file, to seed it with --seed, and to write TensorBoard's logs
