@@ -25,7 +25,7 @@ from digits import data, outputs
 from digits.backend import load_keras
 from digits.cli import option_named, parse_args
 from digits.errors import InputError
-from digits.signals import sigterm_as_keyboard_interrupt
+from digits.signals import stop_on_signals
 
 
 def main(argv=None):
@@ -67,71 +67,81 @@ def train_and_report(args):
                 f"{1000 * chosen.timings['bfloat16']:.1f} in bfloat16)" if chosen.timings else "")
     print(f"Backend: {keras.backend.backend()}, device: {chosen.device}, precision: {chosen.name}{measured}")
     if args.seed is not None:  # after the timing above, so that it does not shift the random numbers
-        keras.utils.set_random_seed(args.seed)
-        backend.make_deterministic()
+        backend.seed_everything(args.seed)
 
     # 3. The network, and the trainer around it: uint8 pixels in, scaled (and augmented) inside the step.
     model = build()
-    model.summary()
+    model.summary(line_length=100)  # wide enough for the residual network's layer names
     trainer = training.make_trainer(model, args.augment, args.seed)
     optimizer = training.make_optimizer(args.lr_schedule, args.learning_rate, args.epochs,
                                         steps_per_epoch(len(x_train), args.batch_size))
-    callbacks = []
-    if args.tensorboard:
-        with option_named("--tensorboard", ", or drop --tensorboard"):
-            callbacks.append(backend.tensorboard_callback(args.output_dir))
-
-    # 4. Train, watching the validation images (or the test images) after every epoch for the curves.
-    watched = (x_val, y_val) if len(x_val) else (x_test, y_test)
-    train_started = time.perf_counter()
-    fit = training.train(trainer, (x_train[..., None], y_train), (watched[0][..., None], watched[1]),
-                         args.epochs, args.batch_size, optimizer, callbacks)
-    train_seconds = time.perf_counter() - train_started
-    print(f"Trained {fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)} in {train_seconds:.1f} s")
-
-    # 5. Evaluate: predict every test image once; every number below comes from those predictions.
-    result = evaluation.evaluate(model, x_test, y_test)
-    per_class = evaluation.per_class_report(result.confusion)
-    confused = evaluation.most_confused(result.confusion)
-    config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-              if key not in ("predict", "model", "draw", "port", "host", "network")}
-    metrics = {
-        "test_accuracy": result.accuracy,
-        "test_loss": result.loss,
-        "interrupted": fit.interrupted,
-        "epochs_completed": fit.epochs_completed,
-        "curves_watch": "validation" if len(x_val) else "test",
-        "history": fit.history,
-        "per_class": per_class,
-        "most_confused": confused,
-        "confusion_matrix": result.confusion.tolist(),
-        "config": {**config, "precision": chosen.name, "precision_timings": chosen.timings,
-                   "backend": keras.backend.backend(), "device": chosen.device, "parameters": model.count_params()},
-        "data": {"source": mnist.source, "train_images": len(x_train), "validation_images": len(x_val),
-                 "test_images": len(x_test)},
-        "train_seconds": round(train_seconds, 2),
-        "duration_seconds": round(time.perf_counter() - started, 2),
-    }
-
-    # 6. Reports: written into a hidden folder, then published together.
-    reports = [  # name, how to write it
-        ("model.keras", model.save),
-        ("confusion_matrix.png", lambda p: pictures.plot_confusion_matrix(result.confusion, result.accuracy, p)),
-        *([("training_curves.png", lambda p: pictures.plot_training_curves(fit.history, metrics["curves_watch"], p))]
-          if fit.history["loss"] else []),  # stopped before the first epoch ended: no curve to draw
-        ("misclassified.png", lambda p: pictures.plot_misclassified(x_test, y_test, result, p)),
-        ("filters.png", lambda p: pictures.plot_filters(model, data.preprocess(x_test[:1])[0], p)),
-        ("metrics.json", lambda p: outputs.write_json(metrics, p)),
-    ]
+    # The run's outputs go into a hidden staging folder (TensorBoard's logs during training), and are
+    # published together at the end: a run that fails or is stopped leaves output_dir as it was.
     with outputs.staging_folder(args.output_dir) as staging:
+        callbacks = []
+        if args.tensorboard:  # into the staging folder: the earlier logs stay until the run publishes
+            with option_named("--tensorboard", ", or drop --tensorboard"):
+                callbacks.append(backend.tensorboard_callback(staging / "logs"))
+
+        # 4. Train, watching the validation images (or the test images) after every epoch for the curves.
+        watched = "validation" if len(x_val) else "test"
+        x_watch, y_watch = (x_val, y_val) if len(x_val) else (x_test, y_test)
+        train_started = time.perf_counter()
+        fit = training.train(trainer, (x_train[..., None], y_train), (x_watch[..., None], y_watch),
+                             args.epochs, args.batch_size, optimizer, callbacks, watched)
+        train_seconds = time.perf_counter() - train_started
+        epochs = f"{fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)}"
+        print(f"Trained {epochs} in {train_seconds:.1f} s")
+        model = precision.float32_network(model, build)  # evaluated and saved in float32, whatever it trained in
+
+        # 5. Evaluate: predict every test image once; every number below comes from those predictions.
+        result = evaluation.evaluate(model, x_test, y_test)
+        per_class = evaluation.per_class_report(result.confusion)
+        confused = evaluation.most_confused(result.confusion)
+        config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
+                  if key not in ("predict", "model", "draw", "port", "host", "network")}
+        metrics = {
+            "test_accuracy": result.accuracy,
+            "test_loss": result.loss,
+            "interrupted": fit.interrupted,
+            "epochs_completed": fit.epochs_completed,
+            "curves_watch": watched,
+            "history": fit.history,
+            "per_class": per_class,
+            "most_confused": confused,
+            "confusion_matrix": result.confusion.tolist(),
+            "config": {**config, "precision": chosen.name, "precision_timings": chosen.timings,
+                       "backend": keras.backend.backend(), "device": chosen.device,
+                       "parameters": model.count_params()},
+            "data": {"source": mnist.source, "train_images": len(x_train), "validation_images": len(x_val),
+                     "test_images": len(x_test)},
+            "train_seconds": round(train_seconds, 2),
+            "duration_seconds": round(time.perf_counter() - started, 2),
+        }
+
+        # 6. Reports: written into the staging folder, then published together.
+        reports = [  # name, how to write it
+            ("model.keras", lambda p: backend.save_model(model, p)),
+            ("confusion_matrix.png",
+             lambda p: pictures.plot_confusion_matrix(result.confusion, result.accuracy, p)),
+            ("training_curves.png", (lambda p: pictures.plot_training_curves(fit.history, watched, p))
+                                    if fit.history["loss"] else None),  # stopped in epoch 1: no curve to draw
+            ("misclassified.png", lambda p: pictures.plot_misclassified(x_test, y_test, result, p)),
+            ("filters.png", lambda p: pictures.plot_filters(model, data.preprocess(x_test[:1])[0], p)),
+            ("metrics.json", lambda p: outputs.write_json(metrics, p)),
+            ("logs", (lambda p: p.mkdir(exist_ok=True)) if args.tensorboard else None),  # written in training
+        ]
         written = outputs.write_outputs(reports, staging)
         print(evaluation.format_report(per_class, confused))
         if fit.interrupted:
-            print(f"Interrupted after {fit.epochs_completed} of {args.epochs} epochs; saved what was trained.")
+            print(f"Interrupted after {fit.epochs_completed} of {args.epochs} epochs; "
+                  "saved what was trained.")
         print(f"Test accuracy: {result.accuracy:.4f}")
         print(f"Test loss: {result.loss:.4f}")
-        published = outputs.publish(staging, args.output_dir, written.done)
-    print("Saved: " + ", ".join(str(path) for path in published.done))
+        published = outputs.publish(staging, args.output_dir, written.done, [name for name, _ in reports])
+    print("Saved: " + ", ".join(f"{path}{os.sep * path.is_dir()}" for path in published.done))
+    if published.removed:
+        print("Removed, as this run did not write them: " + ", ".join(map(str, published.removed)))
     if fit.interrupted:
         return 130
     return 1 if written.failed or published.failed else 0
@@ -202,7 +212,7 @@ def draw(args):
 
 
 if __name__ == "__main__":
-    sigterm_as_keyboard_interrupt()  # a plain kill stops cleanly, like Ctrl-C
+    stop_on_signals()  # a plain kill stops cleanly, like Ctrl-C
     try:
         sys.exit(main())
     except InputError as e:

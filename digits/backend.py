@@ -5,37 +5,66 @@ kernels, how many steps one call into the backend may run, and TensorBoard's log
 backend's own module is imported only inside the function that needs it.
 """
 
+import contextlib
 import os
-import shutil
 import sys
 
 from digits.errors import InputError
+
+
+@contextlib.contextmanager
+def silenced_stderr():
+    """Within the block, whatever is written to file descriptor 2 is dropped: the backends' C++
+    start-up logs ignore TF_CPP_MIN_LOG_LEVEL and Python's own sys.stderr alike."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def load_keras():
     """Import Keras and let its backend probe the devices with stderr silenced; return keras.
 
     TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda
-    drivers") ignore TF_CPP_MIN_LOG_LEVEL and would bury the program's own output. Ctrl-C while the
-    backend loads ends the program with one line, not a traceback from inside it.
+    drivers") would bury the program's own output. Ctrl-C while the backend loads ends the program
+    with one line, not a traceback from inside it.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
     try:
-        import keras
+        with silenced_stderr():
+            import keras
 
-        if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
-            keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
+            if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
+                keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
     except KeyboardInterrupt:
-        os.dup2(saved, 2)
         print("\nInterrupted while loading Keras; nothing was done.", file=sys.stderr)
         raise SystemExit(130)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     return keras
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow, if installed, with its start-up logs silenced; whether it is installed.
+
+    Keras imports TensorFlow whatever the backend where it is installed, to save a .keras file
+    (its serialiser checks for TensorFlow's shapes) or write TensorBoard logs; on the JAX or
+    PyTorch backend that import would print TensorFlow's logs in the middle of the run.
+    """
+    try:
+        with silenced_stderr():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_model(model, path):
+    """model.save(path), without TensorFlow's start-up logs on the other backends."""
+    import_tensorflow_quietly()
+    model.save(path)
 
 
 def backend_name():
@@ -76,25 +105,37 @@ def describe_device():
     return f"CPU ({os.cpu_count()} cores)", False
 
 
-def make_deterministic():
-    """A seed fixes every random number; TensorFlow also needs its deterministic kernels asked for."""
+def seed_everything(seed):
+    """Fix every random number with `seed`; TensorFlow also needs its deterministic kernels asked for.
+
+    Keras seeds TensorFlow too wherever it is installed, whatever the backend: it is imported
+    quietly first (see import_tensorflow_quietly).
+    """
+    import keras
+
+    import_tensorflow_quietly()
+    keras.utils.set_random_seed(seed)
     if backend_name() == "tensorflow":
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
 
 
-def tensorboard_callback(output_dir):
-    """A TensorBoard callback writing to output_dir/logs (its earlier logs removed), refused up front
-    where TensorFlow and TensorBoard, its log writer whatever the backend, are not installed."""
+def tensorboard_callback(logs):
+    """A TensorBoard callback writing to the folder `logs`, refused up front where TensorFlow and
+    TensorBoard, its log writer whatever the backend, are not installed."""
     try:
         import tensorboard  # noqa: F401
-        import tensorflow  # noqa: F401
     except ImportError:
+        tensorboard = None
+    if tensorboard is None or not import_tensorflow_quietly():
         raise InputError("TensorBoard logs are written with TensorFlow and TensorBoard, whatever the backend: "
                          "pip install tensorflow tensorboard")
     import keras
 
-    logs = output_dir / "logs"
-    shutil.rmtree(logs, ignore_errors=True)  # one run's logs: a second run's steps would overlap them
+    if backend_name() != "tensorflow":  # TensorFlow's first look for a GPU logs too: let it, silenced
+        import tensorflow as tf
+
+        with silenced_stderr():
+            tf.config.list_physical_devices()
     return keras.callbacks.TensorBoard(logs, write_graph=False)

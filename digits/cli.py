@@ -3,6 +3,7 @@ mistyped option answer at once), and the option names that library errors are to
 
 import argparse
 import contextlib
+import difflib
 from pathlib import Path
 
 from digits.errors import InputError
@@ -22,7 +23,13 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, with its error as one line: its usage dump buries the one line that matters."""
 
     def error(self, message):
-        """Print the one line and exit with status 2."""
+        """Print the one line (with the option meant, for a misspelt one) and exit with status 2."""
+        if message.startswith("unrecognized arguments:"):
+            options = [name for action in self._actions for name in action.option_strings]
+            meant = [close[0] for word in message.split()[2:] if word.startswith("--")
+                     for close in [difflib.get_close_matches(word.split("=")[0], options, n=1)] if close]
+            if meant:
+                message += f" (did you mean {' '.join(meant)}?)"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -68,6 +75,7 @@ def build_parser():
         description="Train a CNN on MNIST, report how well it did and where it goes wrong; "
                     "or predict digits in your own images.",
         formatter_class=HelpFormatter,
+        allow_abbrev=False,  # a typo such as --epoch must not pass for --epochs
     )
     positive_int = whole_number(1)
     parser.add_argument("--data", default="bundled", metavar="{bundled,keras,PATH}",
@@ -111,7 +119,8 @@ def build_parser():
                         help=f"cnn: units of the hidden dense layer, 0 for none (default: {CNN_DENSE_UNITS})")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs, "
-                             "replacing that folder's earlier logs; needs TensorFlow installed")
+                             "replacing that folder's earlier logs when the run saves its outputs; needs TensorFlow "
+                             "installed")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
                         help="predict the digit in each image with a trained model instead of training; one digit per "
                              "image (crop each digit on its own: two digits in one image are read as one)")
@@ -131,6 +140,8 @@ def parse_args(argv=None):
     """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.predict and args.draw:
+        parser.error("--predict and --draw are two different modes: give one of them")
     if args.model and not (args.predict or args.draw):
         parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")
     try:

@@ -1,8 +1,9 @@
 """The networks: the original Keras example's cnn family and a compact residual network.
 
 Both take 28x28x1 images in [0, 1] and end in a float32 softmax over the 10 digits (under mixed
-precision the probabilities still sum to 1). Only built-in Keras layers, so a saved model.keras
-loads anywhere without this package.
+precision the probabilities still sum to 1). Every layer is named for its place in the network, so
+the printed summary reads the same however many networks the process built before. Only built-in
+Keras layers, so a saved model.keras loads anywhere without this package.
 """
 
 import keras
@@ -12,8 +13,8 @@ from digits.settings import CNN_DENSE_UNITS, CNN_FILTERS, NetworkSpec
 
 RESNET_STAGES = ((16, 1), (32, 1), (64, 2))  # (channels, residual blocks) at 28x28, 14x14, 7x7
 # Batch normalisation's running statistics follow the last few dozen batches, not Keras' default
-# last few hundred: a short run (an epoch of a few thousand images) otherwise predicts with
-# statistics still close to their starting values, and reads every digit as one class.
+# last few hundred. Even so a short run would predict with statistics that lag its weights, so
+# training recomputes them at the end (digits.training.settle_batch_norm).
 BN_MOMENTUM = 0.9
 
 
@@ -22,13 +23,14 @@ def build_cnn(filters=CNN_FILTERS, dense_units=CNN_DENSE_UNITS):
     an optional hidden Dense layer, softmax. The defaults are the original example's network,
     179,926 parameters. Settings are checked by digits.settings.network_spec.
     """
-    layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1))]
-    for n in filters:
-        layers += [keras.layers.Conv2D(n, (3, 3), activation="relu"), keras.layers.MaxPooling2D((2, 2))]
-    layers.append(keras.layers.Flatten())
+    layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")]
+    for block, n in enumerate(filters, start=1):
+        layers += [keras.layers.Conv2D(n, (3, 3), activation="relu", name=f"block{block}_conv"),
+                   keras.layers.MaxPooling2D((2, 2), name=f"block{block}_pool")]
+    layers.append(keras.layers.Flatten(name="flatten"))
     if dense_units:
-        layers.append(keras.layers.Dense(dense_units, activation="relu"))
-    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"))
+        layers.append(keras.layers.Dense(dense_units, activation="relu", name="hidden"))
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities"))
     return keras.Sequential(layers, name="mnist_cnn")
 
 
@@ -60,7 +62,7 @@ def build_resnet(stages=RESNET_STAGES):
     The extra block goes to the 7x7 stage: its convolutions cost the arithmetic of one at 28x28,
     but move a quarter of the activations through normalisation and see the whole digit.
     """
-    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1))
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = conv_bn(inputs, stages[0][0], 1, "stem")
     for stage, (channels, blocks) in enumerate(stages, start=1):
         for block in range(1, blocks + 1):

@@ -1,5 +1,6 @@
 """Writing a run's outputs: staged in a hidden folder, then published together, so a run that
-fails or is stopped leaves the previous run's files as they were."""
+fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
+only its own."""
 
 import contextlib
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from digits.errors import InputError
-from digits.signals import held_off
+from digits.signals import cleaned_up_on_quit, held_off, stop_if_requested
 
 
 def check_output_dir(path):
@@ -37,15 +38,27 @@ def write_json(data, path):
 def staging_folder(output_dir):
     """A hidden folder inside output_dir where a run writes its outputs before they are published.
 
-    Whatever happens before publish (an error, Ctrl-C), the folder goes and output_dir holds what
-    it held before: a run leaves all its outputs or none.
+    Whatever happens before publish (an error, Ctrl-C, a second Ctrl-C that quits at once), the
+    folder goes, and so do the folders made for it if nothing was published into them: output_dir
+    holds what it held before, and a run leaves all its outputs or none.
     """
+    made = [folder for folder in [output_dir, *output_dir.parents] if not folder.exists()]
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".staging-"))
-    try:
-        yield staging
-    finally:
+
+    def clean_up():
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # deepest first; one that holds anything stays, and so do those above it
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    with cleaned_up_on_quit(clean_up):
+        try:
+            yield staging
+        finally:
+            clean_up()
 
 
 class Written(NamedTuple):
@@ -56,9 +69,14 @@ class Written(NamedTuple):
 
 
 def write_outputs(outputs, staging):
-    """Write each (name, write) into staging; a failure is reported and the others still written."""
+    """Write each (name, write) into staging; a failure is reported and the others still written.
+    A write of None means the run has nothing to write under that name. A stop signal that came
+    before (see digits.signals.stop_requested) writes no more: KeyboardInterrupt."""
     written = Written([], [])
     for name, write in outputs:
+        stop_if_requested()  # a stop whose KeyboardInterrupt was swallowed: write no more
+        if write is None:
+            continue
         try:
             write(staging / name)
             written.done.append(name)
@@ -68,18 +86,42 @@ def write_outputs(outputs, staging):
     return written
 
 
-def publish(staging, output_dir, names):
+class Published(NamedTuple):
+    """Paths published, names that could not be, and paths of an earlier run's outputs removed."""
+
+    done: list
+    failed: list
+    removed: list
+
+
+def publish(staging, output_dir, names, replaces=()):
     """Move the staged outputs into place together: renames within one folder, signals held off.
 
-    Returns Written with the published paths and the names that could not be moved.
+    A staged folder (TensorBoard's logs) takes the place of the folder of that name. `replaces`
+    names every output such a run may write: an earlier run's output under one of those names that
+    this run did not write goes in the same step, so that output_dir holds one run's outputs. A stop
+    signal that came before (see digits.signals.stop_requested) publishes nothing: KeyboardInterrupt.
     """
-    published = Written([], [])
+    published = Published([], [], [])
     with held_off():
+        stop_if_requested()
         for name in names:
+            target = output_dir / name
             try:
-                os.replace(staging / name, output_dir / name)
-                published.done.append(output_dir / name)
+                if (staging / name).is_dir() and target.is_dir() and not target.is_symlink():
+                    os.replace(target, staging / f".replaced-{name}")  # removed with the staging folder
+                os.replace(staging / name, target)
+                published.done.append(target)
             except OSError as e:  # a folder in the file's place, say
-                print(f"warning: could not write {output_dir / name}: {e.strerror}", file=sys.stderr)
+                print(f"warning: could not write {target}: {e.strerror}", file=sys.stderr)
                 published.failed.append(name)
+        for name in replaces:
+            target = output_dir / name
+            if name not in names and (target.exists() or target.is_symlink()):
+                try:
+                    os.replace(target, staging / f".replaced-{name}")
+                    published.removed.append(target)
+                except OSError as e:
+                    print(f"warning: could not remove {target}, left by an earlier run: {e.strerror}",
+                          file=sys.stderr)
     return published

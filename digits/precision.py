@@ -67,3 +67,19 @@ def choose_precision(requested, build, images, labels):
         name = min(timings, key=timings.get)
     use_precision(name)
     return Precision(name, device, timings)
+
+
+def float32_network(network, build):
+    """The trained network as it is evaluated and saved: in float32 throughout.
+
+    Under mixed precision the weights are float32 already and only the computing is bfloat16; a
+    network saved that way would make --predict and --draw compute in bfloat16 too, slowly on a CPU
+    without bfloat16 instructions. So a network trained in bfloat16 is rebuilt (by `build`) under
+    float32 with the same weights; a float32 one is returned as it is. The float32 policy stays set.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in network.layers):
+        return network
+    use_precision("float32")
+    copy = build()
+    copy.set_weights(network.get_weights())
+    return copy

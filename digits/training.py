@@ -1,18 +1,19 @@
 """Training: the trainer around the network, Adam and its learning-rate schedule, and a fit that
 stops cleanly on Ctrl-C or SIGTERM, keeping every fully trained epoch."""
 
-import os
 import sys
 import time
 from typing import NamedTuple
 
 import keras
+import numpy as np
 
 from digits.augment import RandomAffine
 from digits.backend import steps_per_execution
+from digits.data import preprocess
 from digits.errors import IMAGE_SIZE
 from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
-from digits.signals import handling_stop_signals
+from digits.signals import handling_stop_signals, quit_at_once
 
 
 def make_trainer(model, augment=False, seed=None):
@@ -50,6 +51,43 @@ def compile_trainer(trainer, optimizer):
                     steps_per_execution=steps_per_execution())
 
 
+def settle_batch_norm(network, images, count=2048, batch_size=256):
+    """Recompute the network's batch-normalisation statistics over the first `count` of `images`
+    (uint8 training images), with the weights as they are now; a network without it is left as is.
+
+    During training each layer normalises with the statistics of its batch, and keeps only a running
+    average of them for inference: after a short run that average has not caught up with the weights
+    (a 16-step run read every test digit as "1"). So each layer's mean and variance become the average
+    over a few batches, computed in one pass in training mode (Wu and Johnson's "precise BN").
+    """
+    layers = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    images = preprocess(images[:count])
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, batch in enumerate(np.array_split(images, -(-len(images) // batch_size))):
+            for layer in layers:  # the running average becomes the plain mean of the batches so far
+                layer.momentum = k / (k + 1)
+            network(batch, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+class SettleBatchNorm(keras.callbacks.Callback):
+    """Before each pass over the watched images, settle the network's batch normalisation on the
+    training images (see settle_batch_norm), so that the curves show what the saved model would read."""
+
+    def __init__(self, network, images):
+        super().__init__()
+        self.network, self.images = network, images
+
+    def on_test_begin(self, logs=None):
+        """Recompute the statistics with the weights the epoch ended with."""
+        settle_batch_norm(self.network, self.images)
+
+
 class GracefulStop(keras.callbacks.Callback):
     """Ctrl-C or SIGTERM during training: finish the step under way, stop, keep every fully trained epoch.
 
@@ -66,9 +104,8 @@ class GracefulStop(keras.callbacks.Callback):
 
     def handle(self, signum, frame):
         """The first signal asks training to stop after this step; a second one quits."""
-        if self.interrupted:
-            print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
-            os._exit(130)  # no exception: one raised inside the backend's loops can crash the process
+        if self.interrupted:  # the staging folder goes too (see digits.signals.quit_at_once)
+            quit_at_once("\nInterrupted: stopped at once, nothing new was saved.")
         self.interrupted = True
         if self.model is not None:
             self.model.stop_training = True
@@ -93,6 +130,20 @@ class GracefulStop(keras.callbacks.Callback):
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
 
 
+class WatchedProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress line, with the watched set's numbers named as the curves name them:
+    `test_accuracy` where the test images are watched, `val_accuracy` where held-out ones are."""
+
+    def __init__(self, watched):
+        super().__init__()
+        self.prefix = "test_" if watched == "test" else "val_"
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Print the epoch's line; the logs themselves (and so the history) keep Keras' names."""
+        super().on_epoch_end(epoch, {self.prefix + key[4:] if key.startswith("val_") else key: value
+                                     for key, value in (logs or {}).items()})
+
+
 class Training(NamedTuple):
     """What a fit left: per-epoch history of the completed epochs (with the learning rate and
     seconds), how many epochs completed, and whether a signal stopped it."""
@@ -102,21 +153,28 @@ class Training(NamedTuple):
     interrupted: bool
 
 
-def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=()):
+def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation"):
     """Fit the trainer, watching `watch_data` after every epoch for the curves; nothing is chosen by it.
 
+    `watched` ('validation' or 'test') names the watched images in the printed progress; the
+    history's keys are Keras' own (`val_accuracy`, ...) either way.
+
     Ctrl-C or SIGTERM stops it after the step under way (see GracefulStop); the handlers are the
-    caller's again afterwards.
+    caller's again afterwards. Batch normalisation's statistics are recomputed for the final weights.
     """
     compile_trainer(trainer, optimizer)
     stop = GracefulStop(steps_per_epoch(len(train_data[0]), batch_size))
     # The rate the schedule had reached at each epoch's end, for the curves' record and TensorBoard.
     record_rate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
         learning_rate=float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))))
+    network = trainer.layers[-1]
+    settle = SettleBatchNorm(network, train_data[0])
     with handling_stop_signals(stop.handle):
         history = trainer.fit(*train_data, batch_size=batch_size, epochs=epochs, validation_data=watch_data,
-                              validation_batch_size=EVAL_BATCH_SIZE, callbacks=[record_rate, *callbacks, stop],
+                              validation_batch_size=EVAL_BATCH_SIZE,
+                              callbacks=[record_rate, settle, *callbacks, stop, WatchedProgress(watched)],
                               verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
+    settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
     completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
     completed["epoch_seconds"] = stop.epoch_seconds
     return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs)
