@@ -23,11 +23,15 @@ def test_a_writer_that_raises_is_reported_and_the_others_are_still_written(tmp_p
 
 
 def test_the_staging_folder_goes_whatever_happens(tmp_path):
-    out = tmp_path / "out"
-    try:
-        with outputs.staging_folder(out) as staging:
-            (staging / "model.keras").write_text("half")
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        pass
-    assert list(out.iterdir()) == []
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh" / "out"
+    kept.mkdir()
+    (kept / "metrics.json").write_text("previous run")
+    for out in (kept, fresh):
+        try:
+            with outputs.staging_folder(out) as staging:
+                (staging / "model.keras").write_text("half")
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            pass
+    assert [p.name for p in kept.iterdir()] == ["metrics.json"]  # as it was
+    assert not (tmp_path / "fresh").exists()  # the folders made for the run go with it
