@@ -3,7 +3,8 @@
     python benchmarks/training_path.py             # full MNIST, batch 128, float32 and bfloat16
     python benchmarks/training_path.py --repeats 1 --limit-train 2000   # checks that it still runs
 
-Times, per epoch of the training images (all 60,000 unless --limit-train; medians of --repeats epochs after a warm-up epoch):
+Times, per epoch of the training images (all 60,000 unless --limit-train; medians of --repeats
+epochs after a warm-up epoch):
 - bare steps: the compiled training step called on batches already in memory, one call a step;
 - fit: the program's own `train()` path without the per-epoch test pass (shuffling, batching,
   uint8-to-float in the step, steps_per_execution);
