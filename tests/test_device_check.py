@@ -1,7 +1,9 @@
 """benchmarks/device_check.py, the one command for a GPU machine, works before a GPU is ever lent: its
 quick mode, on JAX on the CPU, through the real scripts, leaves a table row per step with sane figures."""
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,3 +69,25 @@ def test_an_unknown_step_is_refused_with_the_choices():
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(
         "error: --steps: no step gpu: choose from probe, jax, pytorch-loop, jax-float32, torch, jax-resnet")
+
+
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="PyTorch is not installed: the baseline is checked by hand, not in CI")
+
+
+@needs_torch
+def test_the_pytorch_baseline_starts_each_run_afresh(tmp_path):
+    """Without --seed, each run is a fresh draw, as its help says and as the benchmark's runs of each assume
+    (the first batch's loss depends only on the initial weights and which images come first)."""
+    first_losses = []
+    for run in range(2):
+        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pytorch_baseline.py"), "--device", "cpu",
+                                 "--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--log-interval", "1",
+                                 "--output-dir", str(tmp_path / str(run))],
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "Test accuracy: " in result.stdout and "End to end: " in result.stdout
+        metrics = json.loads((tmp_path / str(run) / "metrics.json").read_text())
+        assert metrics["config"]["parameters"] == 179_926  # the program's default network
+        first_losses.append(re.search(r"Train Epoch: 1 \[0/256 \(0%\)\]\tLoss: (\S+)", result.stdout).group(1))
+    assert first_losses[0] != first_losses[1]
