@@ -48,7 +48,7 @@ DOWNLOAD = ("python -m pip download --dest wheels --only-binary=:all: --python-v
             "--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 keras")
 NEEDED = {"keras": "keras", "numpy": "numpy", "matplotlib": "matplotlib", "seaborn": "seaborn", "PIL": "pillow"}
 QUICK = ["--limit-train", "1000", "--limit-test", "500"]
-GRACE = 20  # seconds a stopped run has to evaluate and save what it trained
+GRACE = 30  # seconds a stopped run has to evaluate and save what it trained (20 on a busy 2-core CPU)
 
 
 class Step(NamedTuple):
@@ -169,7 +169,9 @@ def run_step(step, flags, out_dir, limit):
     metrics_path = out_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     if stopped:
-        done = f"after {metrics['epochs_completed']} epochs" if metrics else "before finishing an epoch"
+        epochs = metrics["epochs_completed"] if metrics else 0
+        done = f"after {epochs} epoch{'s' * (epochs != 1)}" if epochs else "before finishing an epoch"
+        done += "; it saved what it trained" if metrics else ""
         return Outcome("stopped", f"stopped at its {limit} s limit {done}", metrics, wall, peak[0])
     if process.returncode or metrics is None:
         last = next((line for line in reversed(tail) if line.strip()), "no output")
