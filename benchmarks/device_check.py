@@ -175,7 +175,8 @@ def run_step(step, flags, out_dir, limit):
         return Outcome("stopped", f"stopped at its {limit} s limit {done}", metrics, wall, peak[0])
     if process.returncode or metrics is None:
         last = next((line for line in reversed(tail) if line.strip()), "no output")
-        return Outcome("failed", f"failed (exit {process.returncode}): {last[:160]}", metrics, wall, peak[0])
+        last = last[:160].replace("|", "\\|")  # a table cell
+        return Outcome("failed", f"failed (exit {process.returncode}): {last}", metrics, wall, peak[0])
     return Outcome("ok", "ok", metrics, wall, peak[0])
 
 
@@ -233,8 +234,9 @@ def main():
         if not has["jax" if step.backend == "jax" else "torch"]:
             outcome = Outcome("skipped", f"skipped: {'JAX' if step.backend == 'jax' else 'PyTorch'} is not installed",
                               None, None, None)
-        elif step.backend == "jax" and steps[0].key == "probe" and outcomes and outcomes[0].status != "ok":
-            outcome = Outcome("skipped", "skipped: the JAX probe did not finish", None, None, None)
+        elif step.backend == "jax" and steps[0].key == "probe" and outcomes and not (
+                outcomes[0].metrics and outcomes[0].metrics["epochs_completed"]):
+            outcome = Outcome("skipped", "skipped: the JAX probe did not finish its epoch", None, None, None)
         elif limit < 10:
             outcome = Outcome("skipped", f"skipped: no time left in the {args.budget} s budget", None, None, None)
         else:
