@@ -4,6 +4,7 @@
     python benchmarks/benchmark.py --quick              # 2,000 images, 1 epoch: checks that it still runs
     python benchmarks/benchmark.py --also="--precision bfloat16"  # add another configuration as a row
     python benchmarks/benchmark.py --epochs 2 --also-backend jax  # the program on another Keras backend too
+    python benchmarks/benchmark.py --pytorch --epochs 2 --limit-train 10000  # and the plain PyTorch loop
 
 Each configuration runs --seeds times, alternating, every run a fresh process with its own random
 initialisation, so that slow and fast moments of the machine fall on both. End-to-end seconds are
@@ -28,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SEED_STYLE = ("seed-style script", [str(ROOT / "benchmarks" / "seed_style.py")])
 DEFAULT = ("program default", [str(ROOT / "handwritten_digit_classification.py")])
+PYTORCH = ("pytorch loop", [str(ROOT / "benchmarks" / "pytorch_baseline.py")])  # needs torch installed
 
 
 def version(package):
@@ -42,7 +44,7 @@ def machine():
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    packages = ", ".join(f"{name} {version(name)}" for name in ("keras", "tensorflow", "jax") if version(name))
+    packages = ", ".join(f"{name} {version(name)}" for name in ("keras", "tensorflow", "jax", "torch") if version(name))
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
 
 
@@ -73,18 +75,26 @@ def main():
     parser.add_argument("--also-backend", action="append", default=[], metavar="BACKEND",
                         help="the program's default run on this Keras backend too (KERAS_BACKEND=BACKEND)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (quick mode: 1)")
+    parser.add_argument("--pytorch", action="store_true",
+                        help="also the same network as a plain PyTorch loop (benchmarks/pytorch_baseline.py)")
+    parser.add_argument("--limit-train", type=int, help="every run trains on the first N images (default: all)")
+    parser.add_argument("--limit-test", type=int, help="every run tests on the first N images (default: all)")
     parser.add_argument("--only-also", action="store_true",
                         help="run only the --also and --also-backend configurations; compare with the first")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
-    data_flags = ["--limit-train", "2000", "--limit-test", "1000"] if args.quick else []
+    if args.quick:
+        args.limit_train, args.limit_test = 2000, 1000
+    data_flags = [*(["--limit-train", str(args.limit_train)] if args.limit_train else []),
+                  *(["--limit-test", str(args.limit_test)] if args.limit_test else [])]
     data_flags += ["--epochs", str(epochs)]
     configs = [] if args.only_also else [(*SEED_STYLE, {}), (*DEFAULT, {})]
     configs += [(f"program {flags}", DEFAULT[1] + flags.split(), {}) for flags in args.also]
     configs += [(f"program, KERAS_BACKEND={backend}", DEFAULT[1], {"KERAS_BACKEND": backend})
                 for backend in args.also_backend]
-    images = 2000 if args.quick else 60000
+    configs += [(*PYTORCH, {})] if args.pytorch else []
+    images = min(args.limit_train or 60000, 60000)
 
     results = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +109,8 @@ def main():
     base = results[base_name]
     base_wall, base_accuracy = np.mean([r["wall"] for r in base]), np.mean([r["accuracy"] for r in base])
     lines = [(f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
-              f"{'quick mode: 2,000 training images' if args.quick else 'full MNIST'}, {epochs} "
+              f"{'quick mode: ' if args.quick else ''}"
+              f"{f'{images:,} training images' if args.limit_train else 'full MNIST'}, {epochs} "
               f"epoch{'s' if epochs > 1 else ''}."), "",
              ("| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
               "| validation accuracy (mean) | test accuracy (mean ± sd) | peak memory MB "

@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf  # per-layer gradients through TensorFlow's own tape: this profile needs that backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from handwritten_digit_classification import build_model, keras
+from digits.networks import build_cnn
 
 
 def median_ms(function, *args, repeats=30):
@@ -34,7 +35,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    model = build_model()
+    model = build_cnn()
     rows = []
     x = tf.random.uniform((args.batch_size, 28, 28, 1))
     for n, layer in enumerate(model.layers):

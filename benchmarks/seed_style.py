@@ -13,10 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+import matplotlib
+import seaborn as sns
 import tensorflow as tf  # the notebook imported it for tf.math.confusion_matrix
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from handwritten_digit_classification import keras, load_mnist, plt, sns
+from digits.data import load_mnist  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=10)
@@ -26,7 +32,7 @@ parser.add_argument("--output-dir", type=Path, required=True)
 args = parser.parse_args()
 started = time.perf_counter()
 
-(X_train, y_train, X_test, y_test), _ = load_mnist("bundled")
+X_train, y_train, X_test, y_test, _ = load_mnist("bundled")
 X_train, y_train = X_train[: args.limit_train], y_train[: args.limit_train]
 X_test, y_test = X_test[: args.limit_test], y_test[: args.limit_test]
 X_train = X_train.reshape(len(X_train), 28, 28, 1) / 255.0

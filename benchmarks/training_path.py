@@ -1,8 +1,10 @@
 """What one epoch of the default run costs beyond its bare training steps, on this machine.
 
     python benchmarks/training_path.py             # full MNIST, batch 128, float32 and bfloat16
+    python benchmarks/training_path.py --repeats 1 --limit-train 2000   # checks that it still runs
 
-Times, per epoch of 60,000 images (medians of --repeats epochs after a warm-up epoch):
+Times, per epoch of the training images (all 60,000 unless --limit-train; medians of --repeats
+epochs after a warm-up epoch):
 - bare steps: the compiled training step called on batches already in memory, one call a step;
 - fit: the program's own `train()` path without the per-epoch test pass (shuffling, batching,
   uint8-to-float in the step, steps_per_execution);
@@ -16,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import handwritten_digit_classification as hdc
-
-keras = hdc.keras
+from digits.backend import describe_device
+from digits.data import load_mnist
+from digits.networks import build_cnn
+from digits.settings import EVAL_BATCH_SIZE
+from digits.training import compile_trainer, make_trainer
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -39,24 +44,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs of each")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--limit-train", type=int, help="train on the first N images only (a quick check it runs)")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
-    (x_train, y_train, x_test, y_test), _ = hdc.load_mnist("bundled")
-    x_train, x_test = x_train[..., None], x_test[..., None]
+    x_train, y_train, x_test, y_test, _ = load_mnist("bundled")
+    x_train, y_train, x_test = x_train[: args.limit_train, ..., None], y_train[: args.limit_train], x_test[..., None]
     steps = len(x_train) // args.batch_size
-    lines = [(f"Backend {keras.backend.backend()} (Keras {keras.__version__}), {hdc.describe_device()[0]}, "
+    lines = [(f"Backend {keras.backend.backend()} (Keras {keras.__version__}), {describe_device()[0]}, "
              f"{steps} steps of {args.batch_size} an epoch; medians of {args.repeats} epochs after a warm-up one."), "",
-             "| precision | bare steps s/epoch | fit s/epoch | fit + test pass s/epoch | fit / bare | test pass share |",
+             ("| precision | bare steps s/epoch | fit s/epoch | fit + test pass s/epoch | fit / bare "
+              "| test pass share |"),
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for precision, policy in (("float32", "float32"), ("bfloat16", "mixed_bfloat16")):
         keras.mixed_precision.set_global_policy(policy)
-        trainer = hdc.make_trainer(hdc.build_model(), augment=False, seed=None)
-        hdc.compile_trainer(trainer, "adam")
-        batches = [(x_train[i * args.batch_size:(i + 1) * args.batch_size], y_train[i * args.batch_size:(i + 1) * args.batch_size])
-                   for i in range(steps)]
+        trainer = make_trainer(build_cnn(), augment=False, seed=None)
+        compile_trainer(trainer, "adam")
+        size = args.batch_size
+        batches = [(x_train[i * size:(i + 1) * size], y_train[i * size:(i + 1) * size]) for i in range(steps)]
         bare = []
-        for epoch in range(args.repeats + 1):
+        for _ in range(args.repeats + 1):
             started = time.perf_counter()
             for x, y in batches:
                 trainer.train_on_batch(x, y)
@@ -64,8 +71,8 @@ def main():
         timings = {}
         for name, watch in (("fit", None), ("fit + test pass", (x_test, y_test))):
             timer = EpochTimer()
-            trainer.fit(x_train[: steps * args.batch_size], y_train[: steps * args.batch_size], batch_size=args.batch_size,
-                        epochs=args.repeats + 1, validation_data=watch, validation_batch_size=hdc.EVAL_BATCH_SIZE,
+            trainer.fit(x_train[: steps * size], y_train[: steps * size], batch_size=size,
+                        epochs=args.repeats + 1, validation_data=watch, validation_batch_size=EVAL_BATCH_SIZE,
                         callbacks=[timer], verbose=0)
             timings[name] = float(np.median(timer.seconds[1:]))
         floor = float(np.median(bare[1:]))

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[1] / "tests")]
-from test_predict import KINDS, phone_photo
+sys.path.insert(0, str(HERE.parents[1] / "tests"))
+sys.path.insert(0, str(HERE.parents[1]))
+from test_predict import KINDS, phone_photo  # noqa: E402
 
-import handwritten_digit_classification as hdc
+from digits.data import load_mnist  # noqa: E402
 
-(_, _, x_test, y_test), _ = hdc.load_mnist("bundled")
+_, _, x_test, y_test, _ = load_mnist("bundled")
 rng = np.random.default_rng(2026)
 for n, index in enumerate([3, 2, 1, 18, 4, 8, 11, 0]):  # test digits 0 to 7
     kind = KINDS[n % len(KINDS)]
