@@ -16,7 +16,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 sys.path.insert(0, str(HERE.parents[1]))
-from test_predict import KINDS, phone_photo  # noqa: E402
+from conftest import KINDS, phone_photo  # noqa: E402 (the tests' photo maker)
 
 from digits.data import load_mnist  # noqa: E402
 
