@@ -4,6 +4,9 @@
     python benchmarks/benchmark.py --quick              # 2,000 images, 1 epoch: checks that it still runs
     python benchmarks/benchmark.py --also="--precision bfloat16"  # add another configuration as a row
     python benchmarks/benchmark.py --epochs 2 --also-backend jax  # the program on another Keras backend too
+    # before/after a change (that checkout first):
+    python benchmarks/benchmark.py --seeds 2 --only-also --also= \
+        --also-program /tmp/before/handwritten_digit_classification.py
     python benchmarks/benchmark.py --pytorch --epochs 2 --limit-train 10000  # and the plain PyTorch loop
 
 Each configuration runs --seeds times, alternating, every run a fresh process with its own random
@@ -74,13 +77,17 @@ def main():
                         help="another configuration of the program, as its command-line flags")
     parser.add_argument("--also-backend", action="append", default=[], metavar="BACKEND",
                         help="the program's default run on this Keras backend too (KERAS_BACKEND=BACKEND)")
+    parser.add_argument("--also-program", action="append", default=[], type=Path, metavar="SCRIPT",
+                        help="another checkout's handwritten_digit_classification.py, run with the same flags "
+                             "(before/after a change: git worktree add /tmp/before COMMIT)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every run (quick mode: 1)")
     parser.add_argument("--pytorch", action="store_true",
                         help="also the same network as a plain PyTorch loop (benchmarks/pytorch_baseline.py)")
     parser.add_argument("--limit-train", type=int, help="every run trains on the first N images (default: all)")
     parser.add_argument("--limit-test", type=int, help="every run tests on the first N images (default: all)")
     parser.add_argument("--only-also", action="store_true",
-                        help="run only the --also and --also-backend configurations; compare with the first")
+                        help="run only the --also-program, --also and --also-backend configurations; "
+                             "compare with the first")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
@@ -90,7 +97,9 @@ def main():
                   *(["--limit-test", str(args.limit_test)] if args.limit_test else [])]
     data_flags += ["--epochs", str(epochs)]
     configs = [] if args.only_also else [(*SEED_STYLE, {}), (*DEFAULT, {})]
-    configs += [(f"program {flags}", DEFAULT[1] + flags.split(), {}) for flags in args.also]
+    configs += [(f"program at {script.resolve().parent}", [str(script.resolve())], {}) for script in args.also_program]
+    configs += [(f"program {flags}" if flags.strip() else "program (this checkout)", DEFAULT[1] + flags.split(), {})
+                for flags in args.also]
     configs += [(f"program, KERAS_BACKEND={backend}", DEFAULT[1], {"KERAS_BACKEND": backend})
                 for backend in args.also_backend]
     configs += [(*PYTORCH, {})] if args.pytorch else []
