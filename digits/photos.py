@@ -14,6 +14,11 @@ from digits.errors import IMAGE_SIZE, InputError
 READ_SIZE = 1024  # longer side kept on reading: plenty for a 20-pixel digit, cheap for a 100-megapixel photo
 PREVIEW_SIZE = 192  # longer side of the copy shown in predictions.png
 WORK_SIZE = 256  # longer side to_mnist_form works at
+# Ink has edges; paper has none. Light and shade change slowly, so no picture of paper alone, however
+# unevenly lit, changes by MIN_EDGE within a few pixels; and grain that does is noise, at most about
+# 2.6 standard deviations, so an edge must also stand EDGE_OVER_NOISE of them above it.
+MIN_EDGE = 0.15
+EDGE_OVER_NOISE = 5
 
 
 def _normalised(image):
@@ -61,17 +66,18 @@ def _decode(image):
     return gray, np.asarray(preview)
 
 
-def read_image(source):
+def read_image(source, formats=None):
     """A path or binary file as (gray, preview): gray a 2-D float32 array in [0, 1] at most READ_SIZE
     pixels on its longer side, preview a small RGB uint8 copy in the image's own colours.
 
-    Raises InputError with a one-line reason for anything it cannot read.
+    `formats`: the Pillow formats to try (None: all it knows). Raises InputError with a one-line
+    reason for anything it cannot read.
     """
     try:
         with warnings.catch_warnings():
             # Pillow warns above ~89 megapixels; a 108-megapixel phone photo is fine, read reduced.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
+            with Image.open(source, formats=formats) as image:
                 return _decode(image)
     except FileNotFoundError:
         raise InputError("no such file")
@@ -96,8 +102,8 @@ def _sliding(array, size, reduce):
 def otsu_threshold(values):
     """The threshold that best splits the values into two classes (Otsu, 1979)."""
     low, high = float(values.min()), float(values.max())
-    if high - low < 1e-6:  # one value: nothing to split
-        return low
+    if high - low < 1e-6:  # one value, give or take rounding: nothing to split, all of it is the low class
+        return high
     counts, edges = np.histogram(values, bins=256, range=(low, high))
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)
@@ -105,6 +111,20 @@ def otsu_threshold(values):
     mean_low = np.cumsum(counts * centres) / np.maximum(weight_low, 1)
     mean_high = ((counts * centres).sum() - np.cumsum(counts * centres)) / np.maximum(weight_high, 1)
     return centres[np.argmax(weight_low * weight_high * (mean_low - mean_high) ** 2)]
+
+
+def has_edges(gray):
+    """Whether anything in the image has an edge that neither light nor grain can make: ink.
+
+    The edge is the largest change of level within 5 pixels once 3x3 averaging has calmed the
+    grain; the grain's standard deviation comes from the differences between neighbours, whose
+    median the few at an edge cannot move.
+    """
+    smooth = _sliding(gray, 3, np.mean)
+    edge = float((_sliding(smooth, 5, np.max) - _sliding(smooth, 5, np.min)).max())
+    steps = np.concatenate([np.diff(gray, axis=0).ravel(), np.diff(gray, axis=1).ravel()])
+    noise = float(np.median(np.abs(steps))) / (0.6745 * np.sqrt(2)) if steps.size else 0.0
+    return edge >= max(MIN_EDGE, EDGE_OVER_NOISE * noise)
 
 
 def ink_up(gray):
@@ -149,15 +169,18 @@ def to_mnist_form(gray):
     """Turn a photo or scan of one digit into what the network was trained on.
 
     MNIST digits are light ink on black, scaled so the longer side is 20 pixels and centred by
-    their centre of mass in a 28x28 frame. Returns None when no ink is found.
+    their centre of mass in a 28x28 frame. Returns None when no ink is found: a blank page, however
+    lit, or an image of one colour.
     """
-    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
-    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
-        return gray  # already MNIST-shaped: leave it exactly as it is
     scale = WORK_SIZE / max(gray.shape)
     if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
         gray = np.asarray(Image.fromarray(gray).resize(
             (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))), Image.BOX))
+    if not has_edges(gray):
+        return None
+    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
+    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
+        return gray  # already MNIST-shaped: leave it exactly as it is
     ink = ink_up(gray)
     background = paper_level(ink)
     # As a share of the way from the paper to full ink: a stroke in shadow counts as much as one in light.
