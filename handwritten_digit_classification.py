@@ -191,6 +191,7 @@ def draw(args):
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
     server.warm_up()
     host, port = server.server_address[:2]
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
