@@ -251,3 +251,47 @@ def test_the_confusion_matrix_colour_bar_says_per_cent_and_counts_in_per_cent():
         assert "%" not in bar.get_ylabel()  # the unit is on the numbers, once
     finally:
         save_figure(figure, io.BytesIO())
+
+
+def thin_pen_photo(drawing, rng, size=(4032, 3024)):
+    """A digit written with a ballpoint on a page photographed whole: a phone's 4032x3024 JPEG, the digit
+    a tenth to a quarter of the page's height, its strokes 2 to 4 pixels wide, under uneven light."""
+    from PIL import ImageDraw
+
+    width, height = size
+    side = int(rng.uniform(0.1, 0.25) * height)
+    pen = int(rng.integers(2, 5))
+    left = int(rng.integers(width // 8, width * 7 // 8 - side))
+    top = int(rng.integers(height // 8, height * 7 // 8 - side))
+    page = Image.new("L", size, 0)
+    ink = ImageDraw.Draw(page)
+    frame = 100
+    for stroke in drawing["strokes"]:
+        points = [(left + side * x / frame, top + side * y / frame) for x, y in stroke]
+        if len(points) > 1:
+            ink.line(points, fill=255, width=pen, joint="curve")
+        ink.ellipse([points[0][0] - pen / 2, points[0][1] - pen / 2, points[0][0] + pen / 2, points[0][1] + pen / 2],
+                    fill=255)
+    ink = np.asarray(page, dtype=np.float32) / 255
+    ys, xs = np.ogrid[0:height, 0:width]
+    light = (0.62 + 0.3 * (xs / width if rng.random() < 0.5 else 1 - xs / width)) * (0.92 + 0.08 * ys / height)
+    gray = np.clip(light * (1 - 0.75 * ink) + rng.normal(0, 0.012, (height, width)).astype(np.float32), 0, 1)
+    return Image.fromarray(np.uint8(255 * gray)).convert("RGB")
+
+
+def test_a_ballpoint_digit_on_a_page_photographed_whole_is_read(trained, tmp_path):
+    """The most common photo of all: a thin pen's digit, 2-4 px strokes in a 4032x3024 JPEG of the page."""
+    import json
+
+    out, _, _ = trained
+    drawings = json.loads((SCRIPT.parent / "tests" / "drawn_digits.json").read_text())["drawings"]
+    rng = np.random.default_rng(7)
+    paths = {}
+    for n, drawing in enumerate(drawings[::2]):  # 15 of the 30 drawn digits, every digit
+        paths[tmp_path / f"page{n}-{drawing['digit']}.jpg"] = drawing["digit"]
+        thin_pen_photo(drawing, rng).save(next(reversed(paths)), quality=90)
+    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    predicted = predictions(result.stdout)
+    assert result.returncode == 0, result.stderr  # none blank
+    right = sum(predicted[str(path)] == label for path, label in paths.items())
+    assert right >= 0.8 * len(paths), result.stdout
