@@ -201,6 +201,7 @@ def draw(args):
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
     server.warm_up()
     host, port = server.server_address[:2]
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
         print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
         server.serve_forever()

@@ -2,7 +2,9 @@
 again with an MNIST-like pen, or a photo read exactly as --predict reads files. No Keras."""
 
 import base64
+import contextlib
 import io
+import threading
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,6 +14,8 @@ from digits.photos import read_image, to_mnist_form
 
 MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
 MAX_IMAGE_PIXELS = 50_000_000  # more than any phone camera; refused before decoding
+PHOTO_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people upload: no exotic decoders
+FORMAT_NAMES = "a PNG, JPEG, GIF, BMP, TIFF or WebP file"
 # The canvas strokes are re-drawn here rather than sent as the canvas' own bitmap: the page's pen
 # is a fixed number of screen pixels wide, so a small digit would reach the network as a fat blob
 # and a large one as hairlines. MNIST's strokes are about 3 pixels in its 20-pixel box, so the
@@ -26,6 +30,30 @@ class BadRequest(Exception):
     def __init__(self, message, status=400):
         super().__init__(message)
         self.status = status
+
+
+class Budget:
+    """A share of memory that requests take turns at: `reserve(amount)` waits until that much is
+    free, or answers 503 after `wait` seconds. One request may take at most the whole budget."""
+
+    def __init__(self, total, wait=20):
+        self.total, self.wait, self.taken = total, wait, 0
+        self.freed = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, amount, what):
+        """Within the block, `amount` of the budget is this request's; `what` names it in the 503."""
+        amount = min(amount, self.total)
+        with self.freed:
+            if not self.freed.wait_for(lambda: self.taken + amount <= self.total, timeout=self.wait):
+                raise BadRequest(f"busy {what}: try again in a moment", status=503)
+            self.taken += amount
+        try:
+            yield
+        finally:
+            with self.freed:
+                self.taken -= amount
+                self.freed.notify_all()
 
 
 def parse_strokes(strokes):
@@ -64,8 +92,12 @@ def render_strokes(strokes):
     return np.asarray(image, dtype=np.float32) / 255
 
 
-def decode_photo(text):
-    """A base64-encoded image file -> grayscale in [0, 1], read exactly as --predict reads files."""
+def decode_photo(text, budget=None):
+    """A base64-encoded image file -> grayscale in [0, 1], read exactly as --predict reads files.
+
+    Only the formats people upload are opened. With a Budget of pixels, the photo waits for its
+    pixels' share of it before it is decoded.
+    """
     if not isinstance(text, str) or not text:
         raise BadRequest("image must be the image file's bytes, base64-encoded")
     try:
@@ -73,27 +105,31 @@ def decode_photo(text):
     except ValueError:
         raise BadRequest("image is not valid base64")
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        with Image.open(io.BytesIO(data), formats=PHOTO_FORMATS) as image:  # reads the header only
             pixels = image.width * image.height
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # what Pillow raises for non-images
-        raise BadRequest("not an image this program can read: send a PNG or JPEG file")
+    except Image.DecompressionBombError:  # Pillow's own limit, above this one
+        pixels = 2 * Image.MAX_IMAGE_PIXELS + 1
+    except Exception:  # noqa: BLE001 -- a damaged header can trip a decoder in any way
+        raise BadRequest(f"not an image this program can read: send {FORMAT_NAMES}")
     if pixels > MAX_IMAGE_PIXELS:
-        raise BadRequest(f"image too large: {pixels:,} pixels, at most {MAX_IMAGE_PIXELS:,}")
-    try:
-        gray, _ = read_image(io.BytesIO(data))
-    except InputError as e:
-        raise BadRequest(f"{e}: send a PNG or JPEG file")
+        raise BadRequest(f"image too large: more than {MAX_IMAGE_PIXELS:,} pixels", status=413)
+    with budget.reserve(pixels, "reading other photos") if budget else contextlib.nullcontext():
+        try:
+            gray, _ = read_image(io.BytesIO(data), formats=PHOTO_FORMATS)
+        except InputError as e:
+            raise BadRequest(f"{e}: send {FORMAT_NAMES}")
     return gray
 
 
-def digit_from_request(payload):
-    """The request's drawing or photo as the 28x28 digit the network reads."""
+def digit_from_request(payload, budget=None):
+    """The request's drawing or photo as the 28x28 digit the network reads (a photo decoded within
+    the Budget of pixels, if one is given)."""
     if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
     if "strokes" in payload:
         gray = render_strokes(parse_strokes(payload["strokes"]))
     else:
-        gray = decode_photo(payload["image"])
+        gray = decode_photo(payload["image"], budget)
     digit = to_mnist_form(gray)
     if digit is None:
         raise BadRequest("blank image: no digit found")

@@ -4,6 +4,7 @@ MNIST digits are light ink on black, scaled to fit a 20x20 box and centred by th
 in 28x28. NumPy and Pillow only: no Keras.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -14,6 +15,11 @@ from digits.errors import IMAGE_SIZE, InputError
 READ_SIZE = 1024  # longer side kept on reading: plenty for a 20-pixel digit, cheap for a 100-megapixel photo
 PREVIEW_SIZE = 192  # longer side of the copy shown in predictions.png
 WORK_SIZE = 256  # longer side to_mnist_form works at
+# Ink has edges; paper has none. Light and shade change slowly, so no picture of paper alone, however
+# unevenly lit, changes by MIN_EDGE within a few pixels; and grain that does is noise, at most about
+# 2.6 standard deviations, so an edge must also stand EDGE_OVER_NOISE of them above it.
+MIN_EDGE = 0.15
+EDGE_OVER_NOISE = 5
 
 
 def _normalised(image):
@@ -61,17 +67,18 @@ def _decode(image):
     return gray, np.asarray(preview)
 
 
-def read_image(source):
+def read_image(source, formats=None):
     """A path or binary file as (gray, preview): gray a 2-D float32 array in [0, 1] at most READ_SIZE
     pixels on its longer side, preview a small RGB uint8 copy in the image's own colours.
 
-    Raises InputError with a one-line reason for anything it cannot read.
+    `formats`: the Pillow formats to try (None: all it knows). Raises InputError with a one-line
+    reason for anything it cannot read.
     """
     try:
         with warnings.catch_warnings():
             # Pillow warns above ~89 megapixels; a 108-megapixel phone photo is fine, read reduced.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
+            with Image.open(source, formats=formats) as image:
                 return _decode(image)
     except FileNotFoundError:
         raise InputError("no such file")
@@ -96,8 +103,8 @@ def _sliding(array, size, reduce):
 def otsu_threshold(values):
     """The threshold that best splits the values into two classes (Otsu, 1979)."""
     low, high = float(values.min()), float(values.max())
-    if high - low < 1e-6:  # one value: nothing to split
-        return low
+    if high - low < 1e-6:  # one value, give or take rounding: nothing to split, all of it is the low class
+        return high
     counts, edges = np.histogram(values, bins=256, range=(low, high))
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)
@@ -107,8 +114,31 @@ def otsu_threshold(values):
     return centres[np.argmax(weight_low * weight_high * (mean_low - mean_high) ** 2)]
 
 
+def noise_level(gray):
+    """The standard deviation of the image's grain, from the differences between neighbours, whose
+    median the few at an edge cannot move."""
+    steps = np.concatenate([np.diff(gray, axis=0).ravel(), np.diff(gray, axis=1).ravel()])
+    return float(np.median(np.abs(steps))) / (0.6745 * np.sqrt(2)) if steps.size else 0.0
+
+
+def has_edges(gray, noise=None):
+    """Whether anything in the image has an edge that neither light nor grain can make: ink.
+
+    The edge is the largest change of level within 5 pixels once 3x3 averaging has calmed the
+    grain (of standard deviation `noise`; None: measured here).
+    """
+    smooth = _sliding(gray, 3, np.mean)
+    edge = float((_sliding(smooth, 5, np.max) - _sliding(smooth, 5, np.min)).max())
+    return edge >= max(MIN_EDGE, EDGE_OVER_NOISE * (noise_level(gray) if noise is None else noise))
+
+
 def ink_up(gray):
-    """The image with ink light and paper dark, whichever way round it was written.
+    """The image with ink light and paper dark, whichever way round it was written."""
+    return 1 - gray if dark_ink(gray) else gray
+
+
+def dark_ink(gray):
+    """Whether the ink is darker than the paper.
 
     The paper is what the image's border shows: a digit, even cropped tight and filling the
     frame, touches the border only here and there. When most of the border falls on one side of
@@ -123,7 +153,7 @@ def ink_up(gray):
         smooth = _sliding(gray, 3, np.mean)  # so that a speck of noise cannot decide
         paper = np.median(border)
         dark_ink = paper - smooth.min() >= smooth.max() - paper
-    return 1 - gray if dark_ink else gray
+    return bool(dark_ink)
 
 
 def paper_level(ink):
@@ -145,20 +175,65 @@ def paper_level(ink):
     return (terms @ coefficients).reshape(ink.shape).astype(np.float32)
 
 
+def _resized(gray, scale):
+    """The image scaled by `scale` (below 1), each new pixel the mean of those it covers."""
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return np.asarray(Image.fromarray(gray).resize(size, Image.BOX))
+
+
+def shrink(gray, scale):
+    """(ink, noise): the image scaled by `scale` (below 1) with its ink turned light, and the grain's
+    level it is to be judged by (None: its own).
+
+    Averaging alone fades a ballpoint's 1-pixel line to a quarter of its contrast at a quarter of
+    the size: a page photographed whole would seem blank. Where nothing shows once averaged, each
+    pixel first takes the most ink of its neighbourhood, so that a line becomes as wide as a pixel
+    of the result, at its full contrast; the ink's side is then told by the thin lines themselves,
+    and the grain, which the neighbourhood's most would make look like ink, is judged at full size.
+    """
+    small = _resized(gray, scale)
+    if has_edges(small):
+        return ink_up(small), None
+    width = 2 * math.ceil(1 / scale) - 1  # wide enough to fill a whole pixel of the result
+    oriented = 1 - gray if thin_lines_dark(gray, width + 2) else gray
+    return _resized(_sliding(oriented, width, np.max), scale), noise_level(gray)
+
+
+def thin_lines_dark(gray, width):
+    """Whether the lines narrower than `width` pixels are darker than what surrounds them.
+
+    Told by the closing and opening of the image (the largest, then smallest, value around each
+    pixel, and back): what a closing fills in is dark and thin, what an opening cuts off light and
+    thin. Light and shade are neither; grain is both, equally. The side with more of it, counted
+    above grain's level, is the ink's (paper between two close lines is thin and light too, but less).
+    """
+    closing = _sliding(_sliding(gray, width, np.max), width, np.min)
+    opening = _sliding(_sliding(gray, width, np.min), width, np.max)
+    dark, light = closing - gray, gray - opening
+    level = MIN_EDGE / 2
+    return float(dark[dark > level].sum()) >= float(light[light > level].sum())
+
+
 def to_mnist_form(gray):
     """Turn a photo or scan of one digit into what the network was trained on.
 
     MNIST digits are light ink on black, scaled so the longer side is 20 pixels and centred by
-    their centre of mass in a 28x28 frame. Returns None when no ink is found.
+    their centre of mass in a 28x28 frame. Returns None when no ink is found: a blank page, however
+    lit, or an image of one colour.
     """
-    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
-    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
-        return gray  # already MNIST-shaped: leave it exactly as it is
     scale = WORK_SIZE / max(gray.shape)
+    noise = None
     if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
-        gray = np.asarray(Image.fromarray(gray).resize(
-            (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))), Image.BOX))
-    ink = ink_up(gray)
+        ink, noise = shrink(gray, scale)
+    else:
+        if not has_edges(gray):
+            return None
+        border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
+        if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
+            return gray  # already MNIST-shaped: leave it exactly as it is
+        ink = ink_up(gray)
+    if not has_edges(ink, noise):
+        return None
     background = paper_level(ink)
     # As a share of the way from the paper to full ink: a stroke in shadow counts as much as one in light.
     ink = np.clip((ink - background) / np.maximum(1 - background, 0.05), 0, 1)

@@ -24,7 +24,13 @@ def save_figure(fig, path):
 
 def plot_confusion_matrix(confusion, accuracy, path):
     """Counts in every cell; colour only for the mistakes, so the off-diagonal cells stand out."""
-    import seaborn as sns  # SciPy's statistics come with it: loaded only for this picture
+    save_figure(confusion_figure(confusion, accuracy), path)
+
+
+def confusion_figure(confusion, accuracy):
+    """The confusion matrix's figure; its colour bar is a share of the true digit's images, in per cent."""
+    import seaborn as sns
+    from matplotlib.ticker import PercentFormatter  # SciPy's statistics come with it: loaded only for this picture
 
     support = confusion.sum(axis=1, keepdims=True)
     error_share = 100 * confusion / np.maximum(support, 1)
@@ -33,7 +39,7 @@ def plot_confusion_matrix(confusion, accuracy, path):
     fig, ax = plt.subplots(figsize=(9, 7.5))
     sns.heatmap(error_share, mask=diagonal, annot=labels, fmt="", cmap="Reds", vmin=0,
                 vmax=max(error_share[~diagonal].max(), 0.5), linewidths=0.5, linecolor="#dddddd",
-                cbar_kws={"label": "% of the true digit's images predicted as this digit"}, ax=ax)
+                cbar_kws={"label": "share of the true digit's images predicted as this digit"}, ax=ax)
     sns.heatmap(confusion, mask=~diagonal, annot=labels, fmt="", cmap=["#d9ead3"], cbar=False,
                 annot_kws={"color": "#274e13", "weight": "bold"}, linewidths=0.5, linecolor="#dddddd", ax=ax)
     ax.set_xlabel("Predicted")
@@ -42,7 +48,9 @@ def plot_confusion_matrix(confusion, accuracy, path):
                  f"green diagonal = correct; red = mistakes, darker = a larger share of that digit",
                  fontsize=11)
     ax.tick_params(axis="y", rotation=0)
-    save_figure(fig, path)
+    colour_bar = ax.collections[0].colorbar
+    colour_bar.ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))  # 0.5%, not a 0.5 read as half
+    return fig
 
 
 def plot_training_curves(history, watched, path):

@@ -6,22 +6,31 @@ from typing import NamedTuple
 import numpy as np
 
 from digits.backend import load_keras
-from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError
+from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
 from digits.photos import read_image, to_mnist_form
 from digits.settings import EVAL_BATCH_SIZE
 
 UNSURE = 0.9  # below this confidence the runner-up digits are printed too
+KERAS_FILE_STARTS = (b"PK\x03\x04", b"\x89HDF\r\n\x1a\n")  # a .keras file is a zip archive; legacy .h5 is HDF5
 
 
 def load_trained_model(path):
     """The Keras model at `path` that reads 28x28x1 digits into 10 classes, or an InputError."""
     if not path.is_file():
         raise InputError(f"no trained model at {path}")
+    try:
+        with open(path, "rb") as file:
+            start = file.read(8)
+    except OSError as e:
+        raise InputError(f"cannot read {path} ({e.strerror or type(e).__name__})")
+    if not start.startswith(KERAS_FILE_STARTS):  # Keras' own message for these is long, and misleading
+        raise InputError(f"{path} is not a Keras model file (neither a .keras zip archive nor an .h5 file)")
     keras = load_keras()
     try:
         model = keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 -- a truncated or foreign file: Keras raises many kinds, some misleading
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        reason = one_line(e)
+        reason = reason if len(reason) <= 120 and reason.count("(") == reason.count(")") else type(e).__name__
         raise InputError(f"{path} is damaged or not a Keras model file ({reason})")
     expected = (None, IMAGE_SIZE, IMAGE_SIZE, 1)
     if tuple(getattr(model, "input_shape", ())) != expected or model.output_shape != (None, NUM_CLASSES):
@@ -49,9 +58,10 @@ class Predictions(NamedTuple):
 
 
 def predict_images(model, paths):
-    """Print one line per image and return Predictions; an unreadable or blank image gets its own
-    line on stderr and the rest are still predicted, together, in batches of up to 1,000."""
-    readable, failed = [], 0
+    """Print one line per image, in the order given, and return Predictions: an unreadable or blank
+    image gets its line on stderr, in its place, and the rest are still predicted, together, in
+    batches of up to 1,000."""
+    read, failed = [], 0
     for path in paths:
         try:
             gray, preview = read_image(path)
@@ -59,20 +69,26 @@ def predict_images(model, paths):
             if digit is None:
                 raise InputError("blank image: no digit found")
         except InputError as e:
-            print(f"{path}: error: {e}", file=sys.stderr)
+            read.append((path, e))
             failed += 1
         else:
-            readable.append((path, preview, digit))  # the small copy only: a photo's pixels are let go
-    if not readable:
-        return Predictions([], failed)
-    digits = np.stack([digit for _, _, digit in readable])[..., None]
+            read.append((path, (preview, digit)))  # the small copy only: a photo's pixels are let go
+    digits = [found[1] for _, found in read if not isinstance(found, InputError)]
+    answers = iter([])
+    if digits:
+        digits = np.stack(digits)[..., None]
+        answers = iter(model.predict(digits, batch_size=min(len(digits), EVAL_BATCH_SIZE), verbose=0))
     results = []
-    batch = min(len(digits), EVAL_BATCH_SIZE)
-    for (path, preview, digit), probabilities in zip(readable, model.predict(digits, batch_size=batch, verbose=0)):
+    for path, found in read:
+        if isinstance(found, InputError):
+            sys.stdout.flush()  # each line where it belongs, on a terminal showing both streams
+            print(f"{path}: error: {found}", file=sys.stderr, flush=True)
+            continue
+        probabilities = next(answers)
         ranked = np.argsort(probabilities)[::-1]
         line = f"{path}: {ranked[0]} ({probabilities[ranked[0]]:.1%})"
         if probabilities[ranked[0]] < UNSURE:  # unsure: show what else it might be
             line += ", else " + ", ".join(f"{d} ({probabilities[d]:.1%})" for d in ranked[1:3])
-        print(line)
-        results.append(Prediction(str(path), preview, digit, int(ranked[0]), float(probabilities[ranked[0]])))
+        print(line, flush=True)
+        results.append(Prediction(str(path), found[0], found[1], int(ranked[0]), float(probabilities[ranked[0]])))
     return Predictions(results, failed)

@@ -6,6 +6,8 @@ model is handed in.
 """
 
 import json
+import math
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,32 +15,48 @@ from pathlib import Path
 
 import numpy as np
 
-from digits.drawing import BadRequest, digit_from_request
+from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digit_from_request
 from digits.errors import IMAGE_SIZE
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
              ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
-MAX_REQUEST_BYTES = 16 * 2**20  # a phone photo, base64-encoded in JSON, fits with room to spare
+MAX_PHOTO_BYTES = 12 * 2**20  # the page's cap on a photo file (web/draw.js says the same)
+MAX_REQUEST_BYTES = 4 * math.ceil(MAX_PHOTO_BYTES / 3) + 1024  # that file in base64, in its JSON
+READING_BYTES = 8 * MAX_REQUEST_BYTES  # request bodies in memory at once, all requests together
+DRAIN_BYTES = 4 * MAX_REQUEST_BYTES  # read and dropped from a body too large, so its sender sees the 413
+LISTEN_BACKLOG = 128  # connections waiting to be accepted: a burst from a page's quick questions fits
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; "
                            "form-action 'none'; frame-ancestors 'none'")
 
 
-def read_json_body(handler):
-    """The request's JSON body; its size is checked from Content-Length before a byte is read."""
-    if handler.headers.get("Transfer-Encoding"):
-        raise BadRequest("send the body with a Content-Length, not chunked", status=411)
+def body_length(handler):
+    """The request's Content-Length, checked; None where it has none."""
     length = handler.headers.get("Content-Length")
     if length is None:
-        raise BadRequest("a Content-Length header is required", status=411)
-    if not length.isdigit():
+        return None
+    if not (length.isascii() and length.isdigit()):  # "³".isdigit() too, and int() refuses it
         raise BadRequest(f"Content-Length must be a number of bytes, got {length!r}")
-    if int(length) > MAX_REQUEST_BYTES:
-        raise BadRequest(f"request too large: {int(length):,} bytes, at most {MAX_REQUEST_BYTES:,}", status=413)
+    return int(length)
+
+
+def checked_length(handler):
+    """The length of the request's JSON body, checked from its headers before a byte is read."""
+    if handler.headers.get("Transfer-Encoding"):
+        raise BadRequest("send the body with a Content-Length, not chunked", status=411)
+    length = body_length(handler)
+    if length is None:
+        raise BadRequest("a Content-Length header is required", status=411)
+    if length > MAX_REQUEST_BYTES:
+        raise BadRequest(f"request too large: {length:,} bytes, at most {MAX_REQUEST_BYTES:,}", status=413)
     if handler.headers.get_content_type() != "application/json":
         raise BadRequest("send JSON, with Content-Type: application/json")
-    body = handler.rfile.read(int(length))
+    return length
+
+
+def parse_json(body):
+    """The request's body as JSON."""
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
@@ -95,34 +113,62 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image."""
+        body_read = False
         try:
             self.check_host()
             if self.path.split("?", 1)[0] != "/predict":
-                self.close_connection = True  # its body is not read
                 raise BadRequest("not found", status=404)
-            digit = digit_from_request(read_json_body(self))
+            length = checked_length(self)
+            with self.server.reading.reserve(length, "reading other requests"):  # the body, parsed and decoded
+                body = self.rfile.read(length)
+                body_read = True
+                digit = digit_from_request(parse_json(body), self.server.decoding)
             probabilities = self.server.predict(digit)
         except BadRequest as e:
-            if e.status in (404, 411, 413):
-                self.close_connection = True
-            return self.send_json(e.status, {"error": str(e)})
+            self.close_connection = self.close_connection or not body_read  # what follows is not a request
+            self.send_json(e.status, {"error": str(e)})
+            if not body_read:
+                self.drain()
+            return
         self.send_json(200, {
             "digit": int(probabilities.argmax()),
             "probabilities": [round(float(p), 6) for p in probabilities],
             "image": np.round(digit * 255).astype(int).tolist(),  # the 28x28 digit the model saw
         })
 
+    def drain(self):
+        """Read and drop what is left of an unread body (up to DRAIN_BYTES), so that a client that
+        sends all of it before reading sees the answer, not a reset connection."""
+        try:
+            left = min(body_length(self) or 0, DRAIN_BYTES)
+        except BadRequest:
+            return
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is whole: a client reading already stops
+            while left > 0 and (chunk := self.rfile.read1(min(left, 65536))):
+                left -= len(chunk)
+        except OSError:  # the client gave up: nothing more to say to it
+            pass
+
 
 class DrawingPageServer(ThreadingHTTPServer):
     """Serves the page with `model`; `loopback` means only this machine may reach it.
 
-    Raises OSError where the address cannot be bound (a port in use, say).
+    The host may be an IPv6 address ("::1", with or without brackets). Raises OSError where the
+    address cannot be bound (a port in use, say).
     """
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, model, loopback=True):
-        super().__init__(address, DrawingPageHandler)
+        host, port = address
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        super().__init__((host, port), DrawingPageHandler)
+        self.reading = Budget(READING_BYTES)  # request bodies in memory at once
+        self.decoding = Budget(MAX_IMAGE_PIXELS)  # photo pixels decoded at once: a few small, or one large
         self.model = model
         self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
         self.loopback = loopback

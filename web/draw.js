@@ -1,7 +1,7 @@
 // Draw a digit; the server re-draws the strokes as an MNIST digit and says what the network reads.
 "use strict";
 
-const MAX_PHOTO_BYTES = 12 * 1024 * 1024; // the server takes 16 MiB of JSON; base64 adds a third
+const MAX_PHOTO_BYTES = 12 * 1024 * 1024; // the server (digits/server.py) takes this in base64, in its JSON
 const THROTTLE_MS = 120; // while drawing, at most one question to the server this often
 
 const canvas = document.getElementById("canvas");

@@ -1,0 +1,291 @@
+"""The drawing page's server (--draw) over real HTTP, started as a user starts it, and its page in a
+real browser: what it answers to photos without a digit, to files it should not open, to malformed and
+oversized requests, and how the page looks on a phone."""
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+from draw_accuracy import DRAWINGS, draw, find_chromium, start_server
+from PIL import Image
+from test_photos import flat_images, phone_photo
+
+from digits.data import load_mnist
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    out, _, _ = trained
+    process, url = start_server("--port", 0, "--model", out / "model.keras")
+    assert url, "".join(process.output) + process.stderr.read()
+    yield process, url
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+
+
+def address(url):
+    """(host, port) of a server's URL, brackets of an IPv6 address dropped."""
+    found = re.fullmatch(r"http://\[?([^\]/]+?)\]?:(\d+)/", url)
+    return found.group(1), int(found.group(2))
+
+
+def exchange(url, head, body=b"", read_first=False):
+    """Send a request's head lines (bytes: nothing is cleaned up) and its body; (status, reply body).
+
+    Sends the whole body before reading, as simple clients do (read_first: reads as soon as the
+    head is sent, as a client that expects an early answer does).
+    """
+    host, port = address(url)
+    with socket.create_connection((host, port), timeout=60) as connection:
+        connection.sendall(b"\r\n".join(head) + b"\r\n\r\n")
+        if not read_first:
+            connection.sendall(body)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, content = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), content
+
+
+def post(url, body, *extra, length=None):
+    """POST /predict with this body (and a Content-Length of `length` if given); (status, JSON reply)."""
+    host = url.split("/")[2].encode()
+    head = [b"POST /predict HTTP/1.1", b"Host: " + host, b"Connection: close", b"Content-Type: application/json",
+            b"Content-Length: " + (str(len(body)) if length is None else length).encode(), *extra]
+    status, content = exchange(url, head, body)
+    return status, json.loads(content)
+
+
+def photo(url, data):
+    """Send a photo file's bytes as the page does; (status, JSON reply)."""
+    return post(url, json.dumps({"image": base64.b64encode(data).decode()}).encode())
+
+
+def encoded(image, kind):
+    buffer = io.BytesIO()
+    image.save(buffer, kind)
+    return buffer.getvalue()
+
+
+def still_serving(url):
+    status, reply = post(url, json.dumps({"strokes": DRAWINGS["drawings"][0]["strokes"]}).encode())
+    return status == 200 and len(reply["probabilities"]) == 10
+
+
+def test_a_photo_without_a_digit_is_a_400(server):
+    _, url = server
+    rng = np.random.default_rng(2)
+    blank = {name: image for name, image in flat_images(rng).items()
+             if not name.startswith("gray") or name.endswith("-800x600.png")}
+    for name, image in blank.items():
+        status, reply = photo(url, encoded(image, "JPEG" if name.endswith(".jpg") else "PNG"))
+        assert (status, reply["error"]) == (400, "blank image: no digit found"), name
+    digit, _ = phone_photo(load_mnist("bundled").x_test[0], "gray-png", rng)
+    status, reply = photo(url, encoded(digit, "PNG"))
+    assert status == 200 and len(reply["probabilities"]) == 10
+
+
+def damaged_dds():
+    """A 40x40 DDS file whose pixel format is zeroed: Pillow's DDS decoder raises NotImplementedError."""
+    data = bytearray(encoded(Image.new("RGB", (40, 40), "red"), "DDS"))
+    data[80:84] = bytes(4)
+    return bytes(data)
+
+
+def fuzzed(data, seed, changes=3, within=1024):
+    """The file with a few bytes of its first `within` changed at random."""
+    rng, data = np.random.default_rng(seed), bytearray(data)
+    for _ in range(changes):
+        data[int(rng.integers(0, min(within, len(data))))] = int(rng.integers(0, 256))
+    return bytes(data)
+
+
+def test_only_the_formats_people_upload_are_opened_and_any_failure_is_a_400(server):
+    _, url = server
+    spider = encoded(Image.fromarray(np.random.default_rng(0).random((40, 40)).astype(np.float32)), "SPIDER")
+    foreign = {"a damaged DDS": damaged_dds(), "a fuzzed SPIDER file": fuzzed(spider, 125),
+               "a SPIDER file": spider, "an ICO": encoded(Image.new("RGB", (32, 32), "red"), "ICO"),
+               "a PCX": encoded(Image.new("L", (64, 64), 128), "PCX")}
+    for name, data in foreign.items():
+        status, reply = photo(url, data)
+        assert status == 400, name
+        assert reply["error"] == ("not an image this program can read: send a PNG, JPEG, GIF, BMP, TIFF or WebP "
+                                  "file"), name
+    digit, _ = phone_photo(load_mnist("bundled").x_test[1], "gray-png", np.random.default_rng(0))
+    for kind in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"):
+        good = encoded(digit.convert("RGB") if kind == "JPEG" else digit, kind)
+        status, reply = photo(url, good)
+        assert status == 200, (kind, reply)
+        for seed in range(12):  # damaged copies: read, or refused with a reason; never a dropped connection
+            status, reply = photo(url, fuzzed(good, seed, within=len(good)))
+            assert status in (200, 400), (kind, seed, status)
+            assert status == 200 or reply["error"], (kind, seed)
+    assert still_serving(url)
+
+
+def test_a_content_length_that_is_no_number_is_a_400(server):
+    _, url = server
+    for length in ("\u00b3", "\u00b2", "12a", "-5", "1e3", "+2"):  # superscript three and two: str.isdigit() says yes
+        head = [b"POST /predict HTTP/1.1", b"Host: " + url.split("/")[2].encode(), b"Connection: close",
+                b"Content-Type: application/json", b"Content-Length: " + length.encode("latin-1")]
+        status, content = exchange(url, head, b"{}")
+        assert status == 400, length
+        assert "Content-Length must be a number of bytes" in json.loads(content)["error"], length
+    assert still_serving(url)
+
+
+def test_a_client_that_sends_a_body_too_large_reads_the_413(server):
+    _, url = server
+    body = b'{"image": "' + b"A" * (20 * 2**20) + b'"}'
+    host = url.split("/")[2].encode()
+    head = [b"POST /predict HTTP/1.1", b"Host: " + host, b"Connection: close", b"Content-Type: application/json",
+            f"Content-Length: {len(body)}".encode()]
+    status, content = exchange(url, head, body)  # all of it sent before a byte is read
+    assert status == 413 and "request too large" in json.loads(content)["error"]
+    # A client that waits for the answer before sending its body is answered at once, from the header.
+    status, content = exchange(url, head, body, read_first=True)
+    assert status == 413 and "request too large" in json.loads(content)["error"]
+    assert still_serving(url)
+
+
+def page_photo_cap(url):
+    """The largest photo file the page sends, as its script says: MAX_PHOTO_BYTES = 12 * 1024 * 1024."""
+    host = url.split("/")[2].encode()
+    status, script = exchange(url, [b"GET /draw.js HTTP/1.1", b"Host: " + host, b"Connection: close"])
+    assert status == 200
+    found = re.search(rb"const MAX_PHOTO_BYTES = ([\d *]+);", script)
+    return int(np.prod([int(factor) for factor in found.group(1).split(b"*")]))
+
+
+def test_a_photo_the_page_sends_is_never_too_large_for_the_server(server):
+    _, url = server
+    cap = page_photo_cap(url)
+    assert cap >= 10 * 2**20  # a phone photo
+    # The largest file the page sends, as it sends it: base64 in JSON. Not an image: refused as one, not as too large.
+    status, reply = photo(url, bytes(cap))
+    assert status == 400 and "not an image" in reply["error"], reply
+
+
+def listen_backlog(port):
+    """The listen backlog of the socket listening on this port, as the kernel reports it (ss's Send-Q)."""
+    lines = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[2]) for line in lines.splitlines()}
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2) to read the listen backlog")
+def test_a_burst_of_connections_waits_in_a_listen_backlog_of_128(server):
+    _, url = server
+    assert listen_backlog(address(url)[1]) == {128}
+
+
+def test_an_ipv6_address_is_served(trained):
+    out, _, _ = trained
+    process, url = start_server("--port", 0, "--host", "::1", "--model", out / "model.keras")
+    try:
+        assert url and url.startswith("http://[::1]:"), "".join(process.output) + process.stderr.read()
+        assert still_serving(url)
+        status, page = exchange(url, [b"GET / HTTP/1.1", b"Host: " + url.split("/")[2].encode(), b"Connection: close"])
+        assert status == 200 and b"<canvas" in page
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+def test_an_image_of_more_pixels_than_any_camera_is_a_413(server):
+    _, url = server
+    for side in (8000, 60000):  # 64 megapixels; 3.6 gigapixels, more than Pillow opens
+        data = bytearray(encoded(Image.new("L", (8, 8), 255), "PNG"))
+        header = struct.pack(">II", side, side) + bytes(data[24:29])  # the header declares side x side pixels
+        data[16:29] = header
+        data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+        status, reply = photo(url, bytes(data))
+        assert status == 413 and "image too large" in reply["error"], (side, reply)
+
+
+def peak_memory(pid):
+    """The process' peak resident memory so far, in bytes (Linux)."""
+    status = open(f"/proc/{pid}/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="reads /proc: Linux")
+def test_photos_decoded_at_once_stay_within_a_bounded_memory(trained):
+    """Five 7000x7000 transparent PNGs at once (each 49 megapixels, under the server's limit) are decoded
+    in turn: the server's peak memory grows by about one decoding's worth, not five."""
+    out, _, _ = trained
+    process, url = start_server("--port", 0, "--model", out / "model.keras")
+    try:
+        assert url, process.stderr.read()
+        assert still_serving(url)
+        size = 7000
+        alpha = np.zeros((size, size), np.uint8)
+        alpha[3000:4000, 3300:3400] = 255  # a 1, drawn on nothing
+        big = json.dumps({"image": base64.b64encode(encoded(Image.fromarray(
+            np.dstack([np.zeros((size, size, 3), np.uint8), alpha]), "RGBA"), "PNG")).decode()}).encode()
+        before = peak_memory(process.pid)
+        status, _ = post(url, big)  # one alone: what decoding one costs
+        assert status == 200
+        one = peak_memory(process.pid) - before
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            statuses = [status for status, _ in pool.map(lambda _: post(url, big), range(5))]
+        assert statuses == [200] * 5
+        five = peak_memory(process.pid) - before
+        assert five < 2 * one + 200 * 2**20, (one / 2**20, five / 2**20)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+PHONE = {"width": 390, "height": 844}  # an upright phone's screen, in CSS pixels
+BROWSER_BARS = 180  # what the browser's address and tool bars take of its height, at most
+
+
+def browser_or_skip():
+    """Debian's chromium for Playwright, or a skip (a failure in CI, which must run the browser tests)."""
+    chromium, reason = find_chromium(), "no chromium found (Debian: apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium, reason = None, "the playwright package is not installed (pip install playwright)"
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run the browser test")
+        pytest.skip(reason)
+    return chromium
+
+
+def test_on_a_phone_the_digit_read_shows_with_the_drawing_area(server, tmp_path):
+    """At 390 x 844, less the browser's bars, the whole drawing area and the answer (digit and how sure)
+    are on the screen at once: nobody scrolls between drawing and reading."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = browser_or_skip()
+    _, url = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+            page.goto(url)
+            draw(page, DRAWINGS["drawings"][21])  # a 7
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "phone.png"))
+            assert page.evaluate("window.scrollY") == 0
+            visible = PHONE["height"] - BROWSER_BARS
+            boxes = {name: page.locator(name).bounding_box() for name in ("#canvas", "#prediction", "#confidence")}
+            for name, box in boxes.items():
+                assert box["y"] >= 0 and box["y"] + box["height"] <= visible, (name, box)
+                assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
+            assert boxes["#canvas"]["width"] >= 0.8 * PHONE["width"]  # still a drawing area a finger can use
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
+        finally:
+            browser.close()
