@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -53,6 +54,19 @@ def trained(tmp_path_factory):
     result = run_cli(*QUICK, "--seed", "0", "--output-dir", out)
     assert result.returncode == 0, result.stderr
     return out, result, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def server(trained):
+    """One drawing-page server (--draw) with the quick model, over real HTTP: (process, url)."""
+    from draw_accuracy import start_server
+
+    out, _, _ = trained
+    process, url = start_server("--port", 0, "--model", out / "model.keras")
+    assert url, "".join(process.output) + process.stderr.read()
+    yield process, url
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
 
 
 # --- Data files -------------------------------------------------------------------------------
@@ -184,3 +198,34 @@ def bold_photos(model, folder, count, rng, first=3000):
 def predictions(stdout):
     """{image: digit} read from --predict's output lines."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}
+
+
+def flat_images(rng):
+    """Pictures with no digit in them, {name: image}: white, black, every tenth grey at several sizes,
+    noisy, unevenly lit, coloured paper, and a JPEG of a blank page under a lamp."""
+    images = {"white-800x600.png": Image.new("L", (800, 600), 255), "black-800x600.png": Image.new("L", (800, 600), 0),
+              "black-28x28.png": Image.new("L", (28, 28), 0), "white-28x28.png": Image.new("L", (28, 28), 255),
+              "white-800x600.jpg": Image.new("RGB", (800, 600), "white"), "blue-paper.png": Image.new("RGB", (640, 480),
+                                                                                                       (70, 90, 200))}
+    for size in ((800, 600), (100, 100), (333, 777), (28, 28), (3000, 2000)):
+        for level in range(0, 256, 5):
+            images[f"gray{level}-{size[0]}x{size[1]}.png"] = Image.new("L", size, level)
+    height, width = 600, 800
+    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+    radius = np.hypot(xs - 0.5, ys - 0.37)
+    lights = {"left-lamp": 0.45 + 0.5 * xs * 4 / 3, "vignette": 0.95 * np.cos(np.clip(radius, 0, 1.2)) ** 4,
+              "spot": 0.4 + 0.55 * np.exp(-((xs - 0.3) ** 2 + (ys - 0.2) ** 2) / 0.08), "cone": 0.95 - 0.5 * radius}
+    for name, light in lights.items():
+        images[f"{name}.png"] = Image.fromarray(np.uint8(255 * np.clip(light, 0, 1)))
+        images[f"{name}-grain.png"] = Image.fromarray(np.uint8(255 * np.clip(light + rng.normal(0, 0.03, light.shape),
+                                                                               0, 1)))
+    for sigma in (0.02, 0.05, 0.1):
+        images[f"noise{sigma}.png"] = Image.fromarray(np.uint8(255 * np.clip(rng.normal(0.6, sigma, (480, 640)), 0, 1)))
+    # Paper: fibres (blurred noise) and grain, lit from one corner, photographed in colour and saved as JPEG.
+    fibres = np.asarray(Image.fromarray(np.uint8(rng.integers(0, 256, (height, width)))).filter(
+        ImageFilter.GaussianBlur(3)), dtype=float)
+    fibres = (fibres - fibres.mean()) / fibres.std()
+    paper = (0.55 + 0.35 * (1 - radius)) * (1 + 0.02 * fibres) + rng.normal(0, 0.015, (height, width))
+    rgb = np.clip(np.dstack([paper, 0.97 * paper, 0.9 * paper]), 0, 1)
+    images["paper.jpg"] = Image.fromarray(np.uint8(255 * rgb))
+    return images

@@ -22,16 +22,6 @@ from digits.server import WEB_DIR
 QUICK_MODEL_RIGHT = 24
 
 
-@pytest.fixture(scope="module")
-def server(trained):
-    out, _, _ = trained
-    process, url = start_server("--port", 0, "--model", out / "model.keras")
-    assert url, "".join(process.output) + process.stderr.read()
-    yield process, url
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
-
-
 def http(url, method, target, body=b"", headers=None, content_type="application/json"):
     """Send one request exactly as written (no client-side clean-up of the path); return (status, body)."""
     host, port = url.split("/")[2].split(":")

@@ -1,143 +1,14 @@
 """Reading photos of digits (--predict): what is a digit and what is only paper, and the order of the report."""
 import io
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, refusal, run_cli
-from PIL import Image, ImageFilter
+from conftest import SCRIPT, bundled_mnist, flat_images, phone_photo, predictions, refusal, run_cli
+from PIL import Image
 
-from digits.data import load_mnist, preprocess
 from digits.photos import read_image, to_mnist_form
-
-KINDS = ["gray-png", "rgb-jpeg", "uneven-gray", "rgba-transparent", "blue-ink-jpeg"]
-
-
-def phone_photo(digit, kind, rng):
-    """A 28x28 MNIST digit (light on dark) as dark ink on light paper, enlarged, off-centre, in a big frame."""
-    scale = int(rng.integers(5, 10))
-    ink = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BICUBIC), dtype=float) / 255
-    height, width = ink.shape[0] + int(rng.integers(150, 400)), ink.shape[1] + int(rng.integers(150, 400))
-    top, left = int(rng.integers(0, height - ink.shape[0])), int(rng.integers(0, width - ink.shape[1]))
-    canvas = np.zeros((height, width))
-    canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
-    if kind == "rgba-transparent":  # ink drawn on nothing: transparency is the paper
-        black = np.zeros((height, width, 3), np.uint8)
-        return Image.fromarray(np.dstack([black, (canvas * 255).astype(np.uint8)]), "RGBA"), "png"
-    paper = 0.92
-    if kind in ("uneven-gray", "blue-ink-jpeg"):  # lamp on one side, shadow on the other, grain
-        gradient = np.linspace(0.5, 0.95, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        paper = gradient + rng.normal(0, 0.02, (height, width))
-    gray = np.clip(paper * (1 - 0.85 * canvas), 0, 1)
-    if kind == "gray-png":
-        return Image.fromarray((gray * 255).astype(np.uint8), "L"), "png"
-    rgb = np.dstack([gray, gray, gray]) if kind != "blue-ink-jpeg" else np.dstack(
-        [gray, gray, np.clip(gray + 0.5 * canvas, 0, 1)])
-    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
-    return image, ("png" if kind == "uneven-gray" else "jpg")
-
-
-BOLD_KINDS = ["paper", "chalkboard", "uneven-paper", "uneven-chalkboard"]
-
-
-def bold_photo(digit, size, kind, rng):
-    """A 28x28 MNIST digit written with a thick marker and cropped tight to the ink, `size` px on its longer side.
-
-    Paper is dark ink on light; chalkboard is light chalk on dark; uneven adds a lamp on one side.
-    """
-    big = Image.fromarray(digit).resize((112, 112), Image.BICUBIC)
-    thick = np.asarray(big.filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9])))), dtype=float) / 255
-    rows, cols = np.flatnonzero(thick.max(axis=1) > 0.5), np.flatnonzero(thick.max(axis=0) > 0.5)
-    thick = thick[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    factor = size / max(thick.shape)
-    shape = (max(1, round(thick.shape[1] * factor)), max(1, round(thick.shape[0] * factor)))
-    ink = np.clip(np.asarray(Image.fromarray(thick).resize(shape, Image.BICUBIC)), 0, 1)
-    height, width = ink.shape
-    light = 1.0
-    if kind.startswith("uneven"):
-        light = np.linspace(0.55, 1.0, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        light = light if rng.random() < 0.5 else light[::-1, ::-1]
-    if kind.endswith("paper"):
-        gray = light * (0.92 - 0.8 * ink)
-    else:
-        gray = light * (0.18 + 0.7 * ink)
-    gray = np.clip(gray + rng.normal(0, 0.015, gray.shape), 0, 1)
-    image = Image.fromarray((gray * 255).astype(np.uint8), "L")
-    if rng.random() < 0.5:
-        return image.convert("RGB"), "jpg"
-    return image, "png"
-
-
-def read_right(model, indices):
-    """Of these test digits, the (index, label) pairs the model reads right when clean."""
-    mnist = load_mnist("bundled")
-    clean = model.predict(preprocess(mnist.x_test[indices]), verbose=0).argmax(axis=1)
-    return [(int(i), int(mnist.y_test[i])) for n, i in enumerate(indices) if clean[n] == mnist.y_test[i]]
-
-
-def phone_photos(model, folder, indices, rng):
-    """Phone photos of the test digits the model reads right when clean, of every kind; {path: label}."""
-    x_test = load_mnist("bundled").x_test
-    paths = {}
-    for n, (i, label) in enumerate(read_right(model, indices)):
-        kind = KINDS[n % len(KINDS)]
-        image, extension = phone_photo(x_test[i], kind, rng)
-        path = folder / f"digit{i}-{kind}.{extension}"
-        image.save(path)
-        paths[str(path)] = label
-    return paths
-
-
-def bold_photos(model, folder, indices, rng):
-    """Bold tight crops of test digits the model reads right when clean, 48 to 1,600 px; {path: label}."""
-    x_test = load_mnist("bundled").x_test
-    paths = {}
-    for n, (i, label) in enumerate(read_right(model, indices)):
-        size = int(np.exp(rng.uniform(np.log(48), np.log(1600))))
-        kind = BOLD_KINDS[n % len(BOLD_KINDS)]
-        image, extension = bold_photo(x_test[i], size, kind, rng)
-        path = folder / f"bold{i}-{kind}-{size}px.{extension}"
-        image.save(path)
-        paths[str(path)] = label
-    return paths
-
-
-def predictions(stdout):
-    """{path: digit} from --predict's lines."""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}
-
-
-def flat_images(rng):
-    """Pictures with no digit in them, {name: image}: white, black, every tenth grey at several sizes,
-    noisy, unevenly lit, coloured paper, and a JPEG of a blank page under a lamp."""
-    images = {"white-800x600.png": Image.new("L", (800, 600), 255), "black-800x600.png": Image.new("L", (800, 600), 0),
-              "black-28x28.png": Image.new("L", (28, 28), 0), "white-28x28.png": Image.new("L", (28, 28), 255),
-              "white-800x600.jpg": Image.new("RGB", (800, 600), "white"), "blue-paper.png": Image.new("RGB", (640, 480),
-                                                                                                       (70, 90, 200))}
-    for size in ((800, 600), (100, 100), (333, 777), (28, 28), (3000, 2000)):
-        for level in range(0, 256, 5):
-            images[f"gray{level}-{size[0]}x{size[1]}.png"] = Image.new("L", size, level)
-    height, width = 600, 800
-    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
-    radius = np.hypot(xs - 0.5, ys - 0.37)
-    lights = {"left-lamp": 0.45 + 0.5 * xs * 4 / 3, "vignette": 0.95 * np.cos(np.clip(radius, 0, 1.2)) ** 4,
-              "spot": 0.4 + 0.55 * np.exp(-((xs - 0.3) ** 2 + (ys - 0.2) ** 2) / 0.08), "cone": 0.95 - 0.5 * radius}
-    for name, light in lights.items():
-        images[f"{name}.png"] = Image.fromarray(np.uint8(255 * np.clip(light, 0, 1)))
-        images[f"{name}-grain.png"] = Image.fromarray(np.uint8(255 * np.clip(light + rng.normal(0, 0.03, light.shape),
-                                                                               0, 1)))
-    for sigma in (0.02, 0.05, 0.1):
-        images[f"noise{sigma}.png"] = Image.fromarray(np.uint8(255 * np.clip(rng.normal(0.6, sigma, (480, 640)), 0, 1)))
-    # Paper: fibres (blurred noise) and grain, lit from one corner, photographed in colour and saved as JPEG.
-    fibres = np.asarray(Image.fromarray(np.uint8(rng.integers(0, 256, (height, width)))).filter(
-        ImageFilter.GaussianBlur(3)), dtype=float)
-    fibres = (fibres - fibres.mean()) / fibres.std()
-    paper = (0.55 + 0.35 * (1 - radius)) * (1 + 0.02 * fibres) + rng.normal(0, 0.015, (height, width))
-    rgb = np.clip(np.dstack([paper, 0.97 * paper, 0.9 * paper]), 0, 1)
-    images["paper.jpg"] = Image.fromarray(np.uint8(255 * rgb))
-    return images
 
 
 def save_all(images, folder):
@@ -153,7 +24,7 @@ def test_pictures_without_a_digit_are_blank_and_the_digits_beside_them_are_read(
     """White, black, flat greys at several sizes, noise, uneven light, a JPEG of paper: no digit in any."""
     out, _, _ = trained
     blank = save_all(flat_images(np.random.default_rng(0)), tmp_path)
-    x_test = load_mnist("bundled").x_test
+    x_test = bundled_mnist().x_test
     digit = tmp_path / "digit.png"
     image, _ = phone_photo(x_test[0], "gray-png", np.random.default_rng(0))
     image.save(digit)
@@ -175,28 +46,6 @@ def test_a_blank_picture_is_blank_in_the_pipeline_too():
     assert to_mnist_form(np.zeros((28, 28), np.float32)) is None  # no shortcut for an MNIST-sized black square
 
 
-def test_an_image_already_in_mnist_form_passes_unchanged():
-    x_test = load_mnist("bundled").x_test
-    for index in range(0, 10_000, 97):
-        digit = x_test[index].astype(np.float32) / 255
-        np.testing.assert_array_equal(to_mnist_form(digit), digit)
-
-
-def test_phone_photos_and_bold_crops_are_read_like_the_digits(trained, tmp_path):
-    out, _, _ = trained
-    import keras
-
-    model = keras.models.load_model(out / "model.keras")
-    paths = {**phone_photos(model, tmp_path, np.arange(2000, 2060), np.random.default_rng(0)),
-             **bold_photos(model, tmp_path, np.arange(3000, 3060), np.random.default_rng(3))}
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
-    assert result.returncode == 0, result.stderr
-    predicted = predictions(result.stdout)
-    assert set(predicted) == set(paths)
-    wrong = [path for path, label in paths.items() if predicted[path] != label]
-    assert len(wrong) <= 0.05 * len(paths), wrong
-
-
 def run_merged(*args):
     """Run the program with stderr into stdout, as a terminal shows them."""
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE,
@@ -206,7 +55,7 @@ def run_merged(*args):
 
 def test_results_are_printed_in_the_order_given_failures_in_place(trained, tmp_path):
     out, _, _ = trained
-    x_test = load_mnist("bundled").x_test
+    x_test = bundled_mnist().x_test
     for index in (0, 1, 2):
         Image.fromarray(x_test[index]).save(tmp_path / f"digit{index}.png")
     (tmp_path / "notes.png").write_text("this is not a picture")

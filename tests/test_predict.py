@@ -38,8 +38,9 @@ def test_phone_photos_of_digits_are_read_like_the_digits(trained, tmp_path):
 
 def test_an_image_already_in_mnist_form_passes_unchanged():
     _, _, x_test, _, _ = bundled_mnist()
-    digit = x_test[0].astype(np.float32) / 255
-    np.testing.assert_array_equal(photos.to_mnist_form(digit), digit)
+    for index in range(0, 10_000, 97):
+        digit = x_test[index].astype(np.float32) / 255
+        np.testing.assert_array_equal(photos.to_mnist_form(digit), digit)
 
 
 def test_photo_becomes_a_centred_20_pixel_digit():

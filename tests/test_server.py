@@ -16,21 +16,9 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import bundled_mnist, flat_images, phone_photo
 from draw_accuracy import DRAWINGS, draw, find_chromium, start_server
 from PIL import Image
-from test_photos import flat_images, phone_photo
-
-from digits.data import load_mnist
-
-
-@pytest.fixture(scope="module")
-def server(trained):
-    out, _, _ = trained
-    process, url = start_server("--port", 0, "--model", out / "model.keras")
-    assert url, "".join(process.output) + process.stderr.read()
-    yield process, url
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
 
 
 def address(url):
@@ -90,7 +78,7 @@ def test_a_photo_without_a_digit_is_a_400(server):
     for name, image in blank.items():
         status, reply = photo(url, encoded(image, "JPEG" if name.endswith(".jpg") else "PNG"))
         assert (status, reply["error"]) == (400, "blank image: no digit found"), name
-    digit, _ = phone_photo(load_mnist("bundled").x_test[0], "gray-png", rng)
+    digit, _ = phone_photo(bundled_mnist().x_test[0], "gray-png", rng)
     status, reply = photo(url, encoded(digit, "PNG"))
     assert status == 200 and len(reply["probabilities"]) == 10
 
@@ -121,7 +109,7 @@ def test_only_the_formats_people_upload_are_opened_and_any_failure_is_a_400(serv
         assert status == 400, name
         assert reply["error"] == ("not an image this program can read: send a PNG, JPEG, GIF, BMP, TIFF or WebP "
                                   "file"), name
-    digit, _ = phone_photo(load_mnist("bundled").x_test[1], "gray-png", np.random.default_rng(0))
+    digit, _ = phone_photo(bundled_mnist().x_test[1], "gray-png", np.random.default_rng(0))
     for kind in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"):
         good = encoded(digit.convert("RGB") if kind == "JPEG" else digit, kind)
         status, reply = photo(url, good)
