@@ -29,12 +29,15 @@ from digits.signals import sigterm_as_keyboard_interrupt
 
 
 def main(argv=None):
-    """Read the command line, then train (the default), predict images, or serve the drawing page."""
+    """Read the command line, then train (the default), predict images, serve the drawing page, or
+    evaluate a model on your own labelled digits."""
     args = parse_args(argv)
     if args.predict:
         return predict(args)
     if args.draw:
         return draw(args)
+    if args.evaluate:
+        return evaluate_yours(args)
     return train_and_report(args)
 
 
@@ -94,7 +97,7 @@ def train_and_report(args):
     per_class = evaluation.per_class_report(result.confusion)
     confused = evaluation.most_confused(result.confusion)
     config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-              if key not in ("predict", "model", "draw", "port", "host", "network")}
+              if key not in ("predict", "model", "draw", "port", "host", "network", "evaluate", "collect")}
     metrics = {
         "test_accuracy": result.accuracy,
         "test_loss": result.loss,
@@ -169,6 +172,22 @@ def predict(args):
         if published.done:
             print(f"Saved: {published.done[0]}")
     return 1 if run.failed or failures else 0
+
+
+def evaluate_yours(args):
+    """--evaluate: measure the trained model on your own labelled digits, DIR/0/ ... DIR/9/."""
+    from digits import folders
+
+    with option_named("--evaluate"):  # the layout and its bounds first: answered before Keras loads
+        files = folders.list_labelled(args.evaluate)
+    with option_named("--output-dir"):
+        outputs.check_output_dir(args.output_dir)
+    model = load_model(args)
+    from digits.your_digits import measure, report
+
+    with option_named("--evaluate"):
+        measured = measure(model, args.evaluate, files, args.model or args.output_dir / "model.keras")
+    return report(measured, args.output_dir)
 
 
 def draw(args):
