@@ -101,7 +101,7 @@ def read_digit(path):
         raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
     gray, _ = read_image(path)
     digit = to_mnist_form(gray)
-    if digit is None:
+    if digit is None or not digit.any():  # a black 28x28 image passes to_mnist_form as it is
         raise InputError("blank image: no digit found")
     return np.round(digit * 255).astype(np.uint8)
 

@@ -154,6 +154,8 @@ def to_mnist_form(gray):
     border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
         return gray  # already MNIST-shaped: leave it exactly as it is
+    if np.ptp(gray) < 2 / 255:  # one flat tone (a blank page): no ink, and nothing for the fits below to split
+        return None
     scale = WORK_SIZE / max(gray.shape)
     if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
         gray = np.asarray(Image.fromarray(gray).resize(
