@@ -191,18 +191,24 @@ def evaluate_yours(args):
 
 
 def draw(args):
-    """--draw: serve the drawing page until Ctrl-C."""
+    """--draw: serve the drawing page until Ctrl-C; with --collect, save the drawings the user labels."""
     import errno
 
     from digits.server import LOOPBACK_NAMES, DrawingPageServer
 
+    collection = None
+    if args.collect:
+        from digits.collect import Collection
+
+        with option_named("--collect"):
+            collection = Collection(args.collect)
     model = load_model(args)
     loopback = args.host in LOOPBACK_NAMES
     if not loopback:
         print(f"warning: --host {args.host}: the drawing page is reachable from other machines on the network",
               file=sys.stderr, flush=True)
     try:
-        server = DrawingPageServer((args.host, args.port), model, loopback)
+        server = DrawingPageServer((args.host, args.port), model, loopback, collection)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "
@@ -211,6 +217,9 @@ def draw(args):
     server.warm_up()
     host, port = server.server_address[:2]
     try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
+        if collection is not None:
+            print(f"Saving the drawings you label to {args.collect}/<digit>/ (then: --evaluate {args.collect})",
+                  flush=True)
         print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.collect import drawing_from_request
 from digits.drawing import BadRequest, digit_from_request
 from digits.errors import IMAGE_SIZE
 
@@ -80,11 +81,15 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"unexpected Host header {host!r}: open the page at 127.0.0.1", status=403)
 
     def do_GET(self):
-        """One of the page's files."""
+        """One of the page's files, or GET /collection: whether the page collects, and the drawings saved so far."""
         try:
             self.check_host()
         except BadRequest as e:
             return self.send_json(e.status, {"error": str(e)})
+        if self.path.split("?", 1)[0] == "/collection":  # answered either way: a 404 is an error in the console
+            collection = self.server.collection
+            return self.send_json(200, {"collecting": False} if collection is None else
+                                  {"collecting": True, "counts": collection.counts()})
         path = self.server.files.get(self.path.split("?", 1)[0])
         if path is None:
             return self.send_json(404, {"error": "not found"})
@@ -97,6 +102,8 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image."""
         try:
             self.check_host()
+            if self.path.split("?", 1)[0] == "/save" and self.server.collection is not None:
+                return self.save_drawing()
             if self.path.split("?", 1)[0] != "/predict":
                 self.close_connection = True  # its body is not read
                 raise BadRequest("not found", status=404)
@@ -112,6 +119,22 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             "image": np.round(digit * 255).astype(int).tolist(),  # the 28x28 digit the model saw
         })
 
+    def save_drawing(self):
+        """POST /save (--collect only): {"digit": 0-9, "strokes" or "image"} -> the file saved, the counts."""
+        try:
+            digit, drawing, seen = drawing_from_request(read_json_body(self))
+            try:
+                saved = self.server.collection.save(drawing, seen, digit)
+            except OverflowError as e:
+                raise BadRequest(str(e), status=409)
+            except OSError as e:
+                raise BadRequest(f"could not save the drawing ({e.strerror})", status=500)
+        except BadRequest as e:
+            if e.status in (411, 413):
+                self.close_connection = True
+            return self.send_json(e.status, {"error": str(e)})
+        self.send_json(200, {"saved": saved.name, "digit": digit, "counts": saved.counts})
+
 
 class DrawingPageServer(ThreadingHTTPServer):
     """Serves the page with `model`; `loopback` means only this machine may reach it.
@@ -121,8 +144,9 @@ class DrawingPageServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, model, loopback=True):
+    def __init__(self, address, model, loopback=True, collection=None):
         super().__init__(address, DrawingPageHandler)
+        self.collection = collection  # a digits.collect.Collection with --collect: POST /save, GET /collection
         self.model = model
         self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
         self.loopback = loopback
