@@ -6,7 +6,6 @@ The model is passed in; Matplotlib (through digits.pictures) loads only to draw.
 """
 
 import sys
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -43,8 +42,8 @@ def measure(model, folder, files, model_path):
         "per_class": per_class,
         "most_confused": evaluation.most_confused(result.confusion),
         "confusion_matrix": result.confusion.tolist(),
-        "folder": str(Path(folder).resolve()),
-        "model": str(Path(model_path).resolve()),
+        "folder": str(folder),
+        "model": str(model_path),
         "predictions": [{"path": str(path), "label": int(label), "predicted": int(predicted),
                          "confidence": round(float(probabilities[predicted]), 6)}
                         for path, label, predicted, probabilities
@@ -85,7 +84,7 @@ def plot_mistakes(read, result, path, limit=24):
         title = f"No mistakes on your {len(read.labels):,} digits"
     else:
         first = f"; the {limit} most confident" if total > limit else ", most confident first"
-        title = (f"{total} of your {len(read.labels):,} digits misread{first}: "
+        title = (f"{total} of your {len(read.labels):,} digits misread{first}\n"
                  f"each image beside the 28x28 digit the model saw")
     fig.suptitle(title)
     save_figure(fig, path)
