@@ -211,3 +211,22 @@ def test_data_folders_refuse_what_cannot_train(tmp_path):
 
     Image.new("1", (8000, 8000)).save(huge)  # a few kilobytes that declare 64 megapixels
     assert "64,000,000 pixels, more than the 50,000,000" in data_refusal(good)
+
+
+def test_the_folder_readers_and_the_collection_need_no_keras(tmp_path):
+    """digits.folders, digits.collect and digits.your_digits import, and a folder reads, with Keras impossible."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for name in ("keras", "tensorflow", "jax", "torch"):
+        (tmp_path / "blocked" / name).mkdir(parents=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked')\n")
+    _, _, x_test, y_test, _ = bundled_mnist()
+    write_mnist_pngs(tmp_path / "mine", x_test[:3], y_test[:3], "d")
+    code = ("import digits.collect, digits.your_digits; from digits import folders; "
+            f"r = folders.read_labelled({str(tmp_path / 'mine')!r}); assert len(r.labels) == 3, r")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": f"{tmp_path / 'blocked'}:{ROOT}", "PATH": ""}, check=False)
+    assert result.returncode == 0, result.stderr
