@@ -197,13 +197,13 @@ def test_data_folders_refuse_what_cannot_train(tmp_path):
     (empty / "test").mkdir()
     assert f"{empty / 'test'} holds no labelled image" in data_refusal(empty)
 
-    broken = good / "test" / "4" / "broken.png"
+    broken = good / "test" / str(y_train[10]) / "broken.png"
     broken.write_bytes(b"\x89PNG damaged")
     message = data_refusal(good)
     assert f"{broken}: not an image" in message and "remove or replace it" in message
     broken.unlink()
 
-    huge = good / "train" / "2" / "huge.png"
+    huge = good / "train" / str(y_train[0]) / "huge.png"
     with huge.open("wb") as file:  # sparse: no disk is spent on the 51 MB
         file.truncate(51 * 2**20)
     assert f"{huge}: 51 MB, more than the 50 MB" in data_refusal(good)
