@@ -58,8 +58,10 @@ def list_labelled(folder):
         subfolders = [entry for entry in visible(entries) if entry.is_dir()]
     for entry in subfolders:
         if entry.name not in {str(d) for d in range(NUM_CLASSES)}:
+            split = (f"; for a training set's folders, give {Path(folder) / entry.name}"
+                     if entry.name in ("train", "test") else "")
             raise InputError(f"{folder}: the folder {entry.name!r} is not a digit: every subfolder must be "
-                             f"named 0 to 9 after the digit its images show (move or rename it)")
+                             f"named 0 to 9 after the digit its images show (move or rename it){split}")
     files = []
     for entry in subfolders:
         with os.scandir(entry.path) as images:
