@@ -29,12 +29,15 @@ from digits.signals import stop_on_signals
 
 
 def main(argv=None):
-    """Read the command line, then train (the default), predict images, or serve the drawing page."""
+    """Read the command line, then train (the default), predict images, serve the drawing page, or
+    evaluate a model on your own labelled digits."""
     args = parse_args(argv)
     if args.predict:
         return predict(args)
     if args.draw:
         return draw(args)
+    if args.evaluate:
+        return evaluate_yours(args)
     return train_and_report(args)
 
 
@@ -99,7 +102,7 @@ def train_and_report(args):
         per_class = evaluation.per_class_report(result.confusion)
         confused = evaluation.most_confused(result.confusion)
         config = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-                  if key not in ("predict", "model", "draw", "port", "host", "network")}
+                  if key not in ("predict", "model", "draw", "port", "host", "network", "evaluate", "collect")}
         metrics = {
             "test_accuracy": result.accuracy,
             "test_loss": result.loss,
@@ -181,19 +184,43 @@ def predict(args):
     return 1 if run.failed or failures else 0
 
 
+def evaluate_yours(args):
+    """--evaluate: measure the trained model on your own labelled digits, DIR/0/ ... DIR/9/."""
+    from digits import folders
+
+    with option_named("--evaluate"):  # the layout and its bounds first: answered before Keras loads
+        files = folders.list_labelled(args.evaluate)
+    # Its own folder beside a training run's outputs, whose heatmap and metrics.json it would replace.
+    report_dir = args.output_dir / f"evaluate-{args.evaluate.resolve().name}"
+    with option_named("--output-dir"):
+        outputs.check_output_dir(report_dir)
+    model = load_model(args)
+    from digits.your_digits import measure, report
+
+    with option_named("--evaluate"):
+        measured = measure(model, args.evaluate, files, args.model or args.output_dir / "model.keras")
+    return report(measured, report_dir)
+
+
 def draw(args):
-    """--draw: serve the drawing page until Ctrl-C."""
+    """--draw: serve the drawing page until Ctrl-C; with --collect, save the drawings the user labels."""
     import errno
 
     from digits.server import LOOPBACK_NAMES, DrawingPageServer
 
+    collection = None
+    if args.collect:
+        from digits.collect import Collection
+
+        with option_named("--collect"):
+            collection = Collection(args.collect)
     model = load_model(args)
     loopback = args.host in LOOPBACK_NAMES
     if not loopback:
         print(f"warning: --host {args.host}: the drawing page is reachable from other machines on the network",
               file=sys.stderr, flush=True)
     try:
-        server = DrawingPageServer((args.host, args.port), model, loopback)
+        server = DrawingPageServer((args.host, args.port), model, loopback, collection)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "
@@ -203,6 +230,9 @@ def draw(args):
     host, port = server.server_address[:2]
     host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
+        if collection is not None:
+            print(f"Saving the drawings you label to {args.collect}/<digit>/ (then: --evaluate {args.collect})",
+                  flush=True)
         print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:

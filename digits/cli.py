@@ -81,7 +81,8 @@ def build_parser():
     parser.add_argument("--data", default="bundled", metavar="{bundled,keras,PATH}",
                         help="bundled: data/mnist/ (falls back to keras if absent); keras: "
                              "keras.datasets.mnist (downloads); PATH: a folder of the four IDX files "
-                             "(gzipped or raw) or a .npz with x_train, y_train, x_test, y_test")
+                             "(gzipped or raw), a .npz with x_train, y_train, x_test, y_test, or a folder with "
+                             "train/0/ ... train/9/ and test/0/ ... test/9/ folders of images")
     parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the training images")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="training images per step")
     parser.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=None,
@@ -125,7 +126,7 @@ def build_parser():
                         help="predict the digit in each image with a trained model instead of training; one digit per "
                              "image (crop each digit on its own: two digits in one image are read as one)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="the trained model --predict and --draw use (default: OUTPUT_DIR/model.keras)")
+                        help="the trained model --predict, --draw and --evaluate use (default: OUTPUT_DIR/model.keras)")
     parser.add_argument("--draw", action="store_true",
                         help="serve a page to draw digits on and watch the model read them, instead of training")
     parser.add_argument("--port", type=whole_number(0, 65535), default=8000,
@@ -133,6 +134,13 @@ def build_parser():
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
                              "reachable from other machines")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="DIR",
+                        help="measure a trained model on your own labelled digits instead of training: DIR/0/ ... "
+                             "DIR/9/ hold images of each digit, read as --predict reads them; prints the test "
+                             "accuracy and writes confusion_matrix.png, misclassified.png and metrics.json")
+    parser.add_argument("--collect", type=Path, default=None, metavar="DIR",
+                        help="with --draw: show 'Save as' buttons that save each drawing to DIR/<digit>/, "
+                             "for --evaluate DIR")
     return parser
 
 
@@ -140,10 +148,15 @@ def parse_args(argv=None):
     """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.predict and args.draw:
-        parser.error("--predict and --draw are two different modes: give one of them")
-    if args.model and not (args.predict or args.draw):
-        parser.error("--model is only used with --predict or --draw; training writes OUTPUT_DIR/model.keras")
+    modes = [name for name, on in (("--predict", args.predict), ("--draw", args.draw), ("--evaluate", args.evaluate))
+             if on]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(modes)} are different modes: give one of them")
+    if args.model and not modes:
+        parser.error("--model is only used with --predict, --draw or --evaluate; training writes "
+                     "OUTPUT_DIR/model.keras")
+    if args.collect and not args.draw:
+        parser.error("--collect saves the digits drawn on the drawing page: use it with --draw")
     try:
         args.network = network_spec(args.architecture, args.filters, args.dense_units)
     except InputError as e:  # argparse has checked each number: what is left is how they combine

@@ -16,6 +16,7 @@ import numpy as np
 
 from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
+from digits.folders import is_split_folder, load_split
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
 
@@ -274,7 +275,8 @@ def check_arrays(arrays, source):
 
 def load_mnist(source="bundled"):
     """The data set `source` names: 'bundled' (data/mnist/, or Keras' download where that folder is
-    missing), 'keras', or a path to a folder of IDX files or a .npz. Checked: see Dataset."""
+    missing), 'keras', or a path to a folder of IDX files, a .npz, or a folder with train/0..9/ and
+    test/0..9/ image folders (digits.folders). Checked: see Dataset."""
     if source == "bundled" and not BUNDLED_DIR.is_dir():
         source = "keras"
     if source == "bundled":
@@ -284,7 +286,9 @@ def load_mnist(source="bundled"):
         arrays, description = [x_train, y_train, x_test, y_test], "keras.datasets.mnist"
     else:
         path = Path(source)
-        if path.is_dir():
+        if path.is_dir() and is_split_folder(path):
+            arrays = load_split(path)
+        elif path.is_dir():
             arrays = load_idx_folder(path)
         elif path.is_file() and path.suffix.lower() == ".npz":
             arrays = load_npz(path)

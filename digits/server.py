@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digits.collect import drawing_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digit_from_request
 from digits.errors import IMAGE_SIZE
 
@@ -98,11 +99,15 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"unexpected Host header {host!r}: open the page at 127.0.0.1", status=403)
 
     def do_GET(self):
-        """One of the page's files."""
+        """One of the page's files, or GET /collection: whether the page collects, and the drawings saved so far."""
         try:
             self.check_host()
         except BadRequest as e:
             return self.send_json(e.status, {"error": str(e)})
+        if self.path.split("?", 1)[0] == "/collection":  # answered either way: a 404 is an error in the console
+            collection = self.server.collection
+            return self.send_json(200, {"collecting": False} if collection is None else
+                                  {"collecting": True, "counts": collection.counts()})
         path = self.server.files.get(self.path.split("?", 1)[0])
         if path is None:
             return self.send_json(404, {"error": "not found"})
@@ -112,29 +117,35 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
-        """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image."""
+        """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image.
+        POST /save (with --collect): the same with "digit": 0-9 -> the file saved, the counts."""
         body_read = False
         try:
             self.check_host()
-            if self.path.split("?", 1)[0] != "/predict":
+            route = self.path.split("?", 1)[0]
+            if route not in ("/predict", "/save") or (route == "/save" and self.server.collection is None):
                 raise BadRequest("not found", status=404)
             length = checked_length(self)
             with self.server.reading.reserve(length, "reading other requests"):  # the body, parsed and decoded
                 body = self.rfile.read(length)
                 body_read = True
-                digit = digit_from_request(parse_json(body), self.server.decoding)
-            probabilities = self.server.predict(digit)
+                payload = parse_json(body)
+                if route == "/save":
+                    reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
+                else:
+                    digit = digit_from_request(payload, self.server.decoding)
+            if route == "/predict":
+                probabilities = self.server.predict(digit)
+                reply = {"digit": int(probabilities.argmax()),
+                         "probabilities": [round(float(p), 6) for p in probabilities],
+                         "image": np.round(digit * 255).astype(int).tolist()}  # the 28x28 digit the model saw
         except BadRequest as e:
             self.close_connection = self.close_connection or not body_read  # what follows is not a request
             self.send_json(e.status, {"error": str(e)})
             if not body_read:
                 self.drain()
             return
-        self.send_json(200, {
-            "digit": int(probabilities.argmax()),
-            "probabilities": [round(float(p), 6) for p in probabilities],
-            "image": np.round(digit * 255).astype(int).tolist(),  # the 28x28 digit the model saw
-        })
+        self.send_json(200, reply)
 
     def drain(self):
         """Read and drop what is left of an unread body (up to DRAIN_BYTES), so that a client that
@@ -151,7 +162,6 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up: nothing more to say to it
             pass
 
-
 class DrawingPageServer(ThreadingHTTPServer):
     """Serves the page with `model`; `loopback` means only this machine may reach it.
 
@@ -162,19 +172,30 @@ class DrawingPageServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address, model, loopback=True):
+    def __init__(self, address, model, loopback=True, collection=None):
         host, port = address
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         super().__init__((host, port), DrawingPageHandler)
         self.reading = Budget(READING_BYTES)  # request bodies in memory at once
         self.decoding = Budget(MAX_IMAGE_PIXELS)  # photo pixels decoded at once: a few small, or one large
+        self.collection = collection  # a digits.collect.Collection with --collect: POST /save, GET /collection
         self.model = model
         self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
         self.loopback = loopback
         self.files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
                       if path.is_file() and path.suffix in WEB_TYPES and not path.name.startswith(".")}
         self.files["/"] = WEB_DIR / "index.html"
+
+    def save(self, digit, drawing, seen):
+        """Save a drawing and the 28x28 digit seen in the collection (--collect); the reply to send."""
+        try:
+            saved = self.collection.save(drawing, seen, digit)
+        except OverflowError as e:
+            raise BadRequest(str(e), status=409)
+        except OSError as e:
+            raise BadRequest(f"could not save the drawing ({e.strerror})", status=500)
+        return {"saved": saved.name, "digit": digit, "counts": saved.counts}
 
     def predict(self, digit):
         """The model's ten probabilities for one 28x28 digit."""

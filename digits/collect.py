@@ -1,0 +1,125 @@
+"""Collecting your own labelled digits from the drawing page (--draw --collect DIR).
+
+Each saved drawing becomes DIR/<digit>/<name>.png, the drawing as it was rendered for the network
+(light ink on black, the form --evaluate reads back through the same steps), and the 28x28 image the
+model saw goes beside it in DIR/<digit>/.seen/<name>.png, a hidden folder that --evaluate skips.
+Files are written to a hidden temporary name and moved into place with os.replace: a reader never
+sees half a file. Names come from the server (time, a counter, random letters), never the client;
+the only thing a client chooses is the digit, a whole number 0-9. NumPy and Pillow only: no Keras.
+"""
+
+import os
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from digits.drawing import BadRequest, decode_photo, parse_strokes, render_strokes
+from digits.errors import NUM_CLASSES, InputError
+from digits.photos import to_mnist_form
+
+MAX_PER_DIGIT = 10_000  # drawings saved in one digit's folder: a bound on what a page can write
+SEEN = ".seen"  # the 28x28 images the model saw, beside the drawings, hidden from --evaluate
+
+
+class Saved(NamedTuple):
+    """A drawing saved: its file, relative to the collection's folder, and the counts after it."""
+
+    name: str
+    counts: dict
+
+
+def check_digit(digit):
+    """The digit a drawing is saved under: a whole number 0-9 (not a string, not True), or ValueError."""
+    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit < NUM_CLASSES:
+        raise ValueError(f"digit must be a whole number from 0 to 9, got {digit!r}")
+    return digit
+
+
+def write_png(pixels, path):
+    """Write uint8 grayscale pixels to `path` as a PNG, atomically: a hidden temporary file in the same
+    folder, then os.replace."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".saving-", suffix=".png")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            Image.fromarray(pixels, "L").save(file, "PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class Collection:
+    """The folder a drawing page saves into: DIR/0/ ... DIR/9/. Thread-safe; one lock for all saves.
+
+    Raises InputError where the folder cannot be made or written.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"{self.folder} is a file, not a folder: choose another path")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.folder):
+                pass
+        except OSError as e:
+            raise InputError(f"{self.folder} cannot be written ({e.strerror}): choose another folder")
+        self.lock = threading.Lock()
+        self.serial = 0
+
+    def count(self, digit):
+        """How many drawings DIR/<digit>/ holds (its visible files: what --evaluate reads)."""
+        try:
+            with os.scandir(self.folder / str(digit)) as entries:
+                return sum(1 for entry in entries if not entry.name.startswith(".") and entry.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+
+    def counts(self):
+        """{"0": n, ..., "9": n}: the drawings saved so far under each digit, this session's and earlier."""
+        return {str(digit): self.count(digit) for digit in range(NUM_CLASSES)}
+
+    def save(self, drawing, seen, digit):
+        """Save `drawing` (grayscale in [0, 1], as rendered) and `seen` (the 28x28 digit in [0, 1]) under
+        `digit`; a Saved. Raises ValueError for a bad digit, OverflowError when the folder is full."""
+        digit = check_digit(digit)
+        with self.lock:
+            if self.count(digit) >= MAX_PER_DIGIT:
+                raise OverflowError(f"{self.folder / str(digit)} already holds {MAX_PER_DIGIT:,} drawings, "
+                                    f"as many as one page saves")
+            folder = self.folder / str(digit)
+            (folder / SEEN).mkdir(parents=True, exist_ok=True)
+            while True:  # a name no file has: this server's counter, and random letters for any other one
+                self.serial += 1
+                name = f"{digit}-{time.strftime('%Y%m%d-%H%M%S')}-{self.serial:04d}-{secrets.token_hex(3)}.png"
+                if not (folder / name).exists() and not (folder / SEEN / name).exists():
+                    break
+            write_png(np.round(np.clip(seen, 0, 1) * 255).astype(np.uint8), folder / SEEN / name)
+            write_png(np.round(np.clip(drawing, 0, 1) * 255).astype(np.uint8), folder / name)
+            return Saved(f"{digit}/{name}", self.counts())
+
+
+def drawing_from_request(payload, budget=None):
+    """POST /save's body, {"digit": 0-9, "strokes": ...} or {"digit": 0-9, "image": base64}, as
+    (digit, the drawing as rendered in [0, 1], the 28x28 digit the model sees); BadRequest otherwise.
+    A photo is decoded within `budget` (a digits.drawing.Budget), as /predict's are."""
+    if not isinstance(payload, dict) or "digit" not in payload or len(payload.keys() & {"strokes", "image"}) != 1:
+        raise BadRequest('send a JSON object with "digit" (0-9) and either "strokes" (the drawing) or "image"')
+    try:
+        digit = check_digit(payload["digit"])
+    except ValueError as e:
+        raise BadRequest(str(e))
+    if "strokes" in payload:
+        gray = render_strokes(parse_strokes(payload["strokes"]))
+    else:
+        gray = decode_photo(payload["image"], budget)
+    seen = to_mnist_form(gray)
+    if seen is None:
+        raise BadRequest("blank image: no digit found, nothing saved")
+    return digit, gray, seen

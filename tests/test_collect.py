@@ -1,0 +1,206 @@
+"""Collecting your own digits on the drawing page (--draw --collect DIR): a real server over real
+HTTP, the page's Save buttons clicked in a real browser, and --evaluate DIR reading back what was saved."""
+import http.client
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import refusal, run_cli
+from draw_accuracy import DRAWINGS, draw, find_chromium, start_server
+from PIL import Image
+
+from digits import folders
+
+SCREENSHOTS = os.environ.get("COLLECT_SCREENSHOTS")  # a folder: keep the page's screenshots there
+
+
+def request(url, method, path, payload=None):
+    """One request over real HTTP; (status, the JSON answer)."""
+    host, port = url.split("/")[2].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def drawing_of(digit, nth=0):
+    return [d for d in DRAWINGS["drawings"] if d["digit"] == digit][nth]
+
+
+def visible_files(folder):
+    """{relative path: digit} of what --evaluate would read in folder/0..9/."""
+    return {f"{p.parent.name}/{p.name}": int(p.parent.name) for p in folder.glob("[0-9]/*") if p.is_file()
+            and not p.name.startswith(".")}
+
+
+def stop(process):
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def collecting(trained, tmp_path_factory):
+    out, _, _ = trained
+    folder = tmp_path_factory.mktemp("collected") / "mine"  # made by the server
+    process, url = start_server("--port", 0, "--model", out / "model.keras", "--collect", folder)
+    assert url, "".join(process.output) + process.stderr.read()
+    yield url, folder, process
+    stop(process)
+
+
+@pytest.fixture(scope="module")
+def plain(trained):
+    out, _, _ = trained
+    process, url = start_server("--port", 0, "--model", out / "model.keras")
+    assert url, "".join(process.output) + process.stderr.read()
+    yield url
+    stop(process)
+
+
+def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(collecting):
+    url, folder, process = collecting
+    assert any(f"Saving the drawings you label to {folder}/<digit>/" in line for line in process.output)
+    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": {str(d): 0 for d in range(10)}})
+    status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
+    assert status == 200, reply
+    assert reply["digit"] == 3 and reply["counts"]["3"] == 1 and sum(reply["counts"].values()) == 1
+    saved = folder / reply["saved"]
+    assert saved.parent == folder / "3" and saved.is_file()
+    seen = folder / "3" / ".seen" / saved.name
+    with Image.open(saved) as drawing, Image.open(seen) as small:
+        assert drawing.mode == "L" and drawing.width > 100 and small.size == (28, 28)
+        small = np.asarray(small)
+    # --evaluate reads the drawing back into the very 28x28 image the model saw on the page
+    assert np.array_equal(folders.read_digit(saved), small)
+    _, predicted = request(url, "POST", "/predict", {"strokes": drawing_of(3)["strokes"]})
+    assert np.array_equal(np.array(predicted["image"]), small)
+    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": reply["counts"]})
+
+
+def test_names_never_collide_and_no_half_written_file_is_left(collecting):
+    url, folder, _ = collecting
+    before = visible_files(folder)
+    replies = []
+
+    def save():
+        replies.append(request(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5}))
+
+    threads = [threading.Thread(target=save) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in replies] == [200] * 12
+    names = {reply["saved"] for _, reply in replies}
+    assert len(names) == 12 and set(visible_files(folder)) == set(before) | names
+    assert max(reply["counts"]["5"] for _, reply in replies) == 12
+    assert not [p for p in folder.rglob(".saving-*")]  # temporary files are gone
+    assert len(list((folder / "5" / ".seen").iterdir())) == 12
+
+
+@pytest.mark.parametrize("payload", [
+    {"strokes": [[[0, 0], [0, 50]]], "digit": "3"},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": 10},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": -1},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": True},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": 3.0},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": "../../escape"},
+    {"strokes": [[[0, 0], [0, 50]]], "digit": None},
+    {"strokes": [[[0, 0], [0, 50]]]},
+    {"digit": 4},
+    {"strokes": [[[0, 0], [0, 50]]], "image": "AAAA", "digit": 4},
+    {"strokes": "no", "digit": 4},
+    {"image": "bm90IGFuIGltYWdl", "digit": 4},
+    [4],
+])
+def test_bad_saves_are_refused_and_nothing_is_written(collecting, payload):
+    url, folder, _ = collecting
+    before = sorted(p.relative_to(folder) for p in folder.parent.rglob("*"))
+    status, reply = request(url, "POST", "/save", payload)
+    assert status == 400 and isinstance(reply["error"], str) and reply["error"], reply
+    assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
+    assert request(url, "GET", "/collection")[0] == 200  # still serving
+
+
+def test_without_collect_there_is_nothing_to_save(plain):
+    assert request(plain, "GET", "/collection") == (200, {"collecting": False})
+    assert request(plain, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[0] == 404
+
+
+def test_collect_into_a_file_is_refused(trained, tmp_path):
+    out, _, _ = trained
+    (tmp_path / "file").write_text("x")
+    message = refusal(run_cli("--draw", "--port", 0, "--model", out / "model.keras", "--collect", tmp_path / "file"))
+    assert message == f"error: --collect: {tmp_path / 'file'} is a file, not a folder: choose another path"
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="needs Chromium")
+def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, plain, trained, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, folder, _ = collecting
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    errors, saved = [], {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium())
+        try:
+            page = browser.new_page(viewport={"width": 1040, "height": 760})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            with page.expect_response(lambda r: r.url.endswith("/collection")) as asked:
+                page.goto(plain)
+            assert asked.value.json() == {"collecting": False}
+            page.wait_for_timeout(300)  # the page's answer to it has run
+            assert page.locator("#collect").is_hidden() and page.locator("#save-buttons button").count() == 0
+            page.goto(url)
+            page.locator('#save-buttons button[data-digit="9"]').wait_for()
+            counts = request(url, "GET", "/collection")[1]["counts"]
+            assert page.inner_text('#save-buttons button[data-digit="5"] .count') == str(counts["5"])
+            for n, (digit, by_key) in enumerate([(7, False), (2, False), (0, True), (7, True)]):
+                draw(page, drawing_of(digit, n % 2))
+                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+                if by_key:
+                    page.keyboard.press(str(digit))
+                else:
+                    page.click(f'#save-buttons button[data-digit="{digit}"]')
+                page.locator("#saved", has_text=f"Saved as {digit} (").wait_for(timeout=30_000)
+                name = page.inner_text("#saved").split("(")[1].split(")")[0]
+                saved[name] = digit
+                page.locator('#prediction[data-state="empty"]').wait_for()  # cleared for the next digit
+            assert page.inner_text('#save-buttons button[data-digit="7"] .count') == str(counts["7"] + 2)
+            page.keyboard.press("4")  # nothing drawn: nothing saved, and the page says why
+            page.locator("#saved.error", has_text="Draw a digit first").wait_for()
+            draw(page, drawing_of(4))
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(shots / "collect.png"))
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / "collect-phone.png"), full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width} px wide on a 390 px phone"
+        finally:
+            browser.close()
+    assert errors == []
+    files = visible_files(folder)
+    assert all(files[name] == digit for name, digit in saved.items()) and len(saved) == 4
+    # --evaluate reads every saved drawing back under the digit it was saved as, each once
+    out, _, _ = trained
+    report = tmp_path / "report"
+    result = run_cli("--evaluate", folder, "--model", out / "model.keras", "--output-dir", report)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((report / f"evaluate-{folder.name}" / "metrics.json").read_text())
+    read_back = {f"{p['path'].split(os.sep)[-2]}/{p['path'].split(os.sep)[-1]}": p["label"]
+                 for p in metrics["predictions"]}
+    assert read_back == files and metrics["images"] == len(files) and metrics["skipped"] == []
+    assert f"Images: {len(files)} of your digits" in result.stdout

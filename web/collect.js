@@ -1,0 +1,94 @@
+// Collecting labelled digits (--draw --collect DIR): "Save as 0 ... 9" buttons under the reading.
+// Shown only when the server says it collects (GET collection). It reads draw.js's drawing (`strokes`,
+// `photo`) and calls its clearAll() after a save, so that the next digit starts on a clean page.
+"use strict";
+
+(() => {
+  const box = document.getElementById("collect");
+  const buttonRow = document.getElementById("save-buttons");
+  const savedLine = document.getElementById("saved");
+  const buttons = [];
+  let saving = false;
+
+  function say(text, isError = false) {
+    savedLine.textContent = text;
+    savedLine.classList.toggle("error", isError);
+  }
+
+  function showCounts(counts, justSaved = null) {
+    buttons.forEach((button, d) => {
+      const n = counts[String(d)] || 0;
+      button.querySelector(".count").textContent = String(n);
+      button.setAttribute("aria-label", `Save as ${d} (${n} saved)`);
+      button.classList.toggle("just-saved", d === justSaved);
+    });
+  }
+
+  async function save(digit) {
+    if (saving) return;
+    if (!photo && strokes.length === 0) {
+      say("Draw a digit first, then save it under the digit it is.", true);
+      return;
+    }
+    saving = true;
+    const body = photo ? { image: photo.base64, digit } : { strokes, digit };
+    try {
+      const response = await fetch("save", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const reply = await response.json();
+      if (response.ok) {
+        showCounts(reply.counts, digit);
+        clearAll();
+        const total = Object.values(reply.counts).reduce((a, b) => a + b, 0);
+        say(`Saved as ${digit} (${reply.saved}). ${total} saved in all.`);
+      } else {
+        say(reply.error || `The server answered ${response.status}.`, true);
+      }
+    } catch (error) {
+      say("No answer from the server: is it still running?", true);
+    } finally {
+      saving = false;
+    }
+  }
+
+  async function start() {
+    let reply;
+    try {
+      const response = await fetch("collection");
+      reply = await response.json();
+    } catch (error) {
+      return;
+    }
+    if (!reply.collecting) return; // without --collect: no buttons, and nothing is ever saved
+    for (let d = 0; d < 10; d++) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.digit = String(d);
+      button.innerHTML = `${d}<span class="count">0</span>`;
+      button.addEventListener("click", () => save(d));
+      buttonRow.append(button);
+      buttons.push(button);
+    }
+    showCounts(reply.counts);
+    box.hidden = false;
+    // A new drawing or photo: the last save's message and highlight belong to the one before.
+    for (const type of ["pointerdown", "drop"]) {
+      document.getElementById("drop").addEventListener(type, () => {
+        say("");
+        showCounts(Object.fromEntries(buttons.map((b, d) => [d, Number(b.querySelector(".count").textContent)])));
+      });
+    }
+    document.addEventListener("keydown", (event) => {
+      if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (/^[0-9]$/.test(event.key)) {
+        event.preventDefault();
+        save(Number(event.key));
+      }
+    });
+  }
+
+  start();
+})();
