@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.drawing import BadRequest, decode_photo, parse_strokes, render_strokes
+from digits.drawing import BadRequest, picture_from_request
 from digits.errors import NUM_CLASSES, InputError
 from digits.photos import to_mnist_form
 
@@ -115,10 +115,7 @@ def drawing_from_request(payload, budget=None):
         digit = check_digit(payload["digit"])
     except ValueError as e:
         raise BadRequest(str(e))
-    if "strokes" in payload:
-        gray = render_strokes(parse_strokes(payload["strokes"]))
-    else:
-        gray = decode_photo(payload["image"], budget)
+    gray = picture_from_request(payload, budget)
     seen = to_mnist_form(gray)
     if seen is None:
         raise BadRequest("blank image: no digit found, nothing saved")

@@ -121,16 +121,19 @@ def decode_photo(text, budget=None):
     return gray
 
 
-def digit_from_request(payload, budget=None):
-    """The request's drawing or photo as the 28x28 digit the network reads (a photo decoded within
-    the Budget of pixels, if one is given)."""
+def picture_from_request(payload, budget=None):
+    """The request's "strokes" (drawn again) or "image" (a photo, decoded within the Budget of pixels
+    if one is given) as grayscale in [0, 1]."""
     if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
     if "strokes" in payload:
-        gray = render_strokes(parse_strokes(payload["strokes"]))
-    else:
-        gray = decode_photo(payload["image"], budget)
-    digit = to_mnist_form(gray)
+        return render_strokes(parse_strokes(payload["strokes"]))
+    return decode_photo(payload["image"], budget)
+
+
+def digit_from_request(payload, budget=None):
+    """The request's drawing or photo as the 28x28 digit the network reads."""
+    digit = to_mnist_form(picture_from_request(payload, budget))
     if digit is None:
         raise BadRequest("blank image: no digit found")
     return digit

@@ -69,6 +69,22 @@ def server(trained):
     process.wait(timeout=60)
 
 
+def browser_or_skip():
+    """Debian's chromium for Playwright, or a skip (a failure in CI, which must run the browser tests)."""
+    from draw_accuracy import find_chromium
+
+    chromium, reason = find_chromium(), "no chromium found (Debian: apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium, reason = None, "the playwright package is not installed (pip install playwright)"
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must run the browser test")
+        pytest.skip(reason)
+    return chromium
+
+
 # --- Data files -------------------------------------------------------------------------------
 
 

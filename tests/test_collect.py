@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import refusal, run_cli
-from draw_accuracy import DRAWINGS, draw, find_chromium, start_server
+from conftest import browser_or_skip, refusal, run_cli
+from draw_accuracy import DRAWINGS, draw, start_server
 from PIL import Image
 
 from digits import folders
@@ -143,15 +143,15 @@ def test_collect_into_a_file_is_refused(trained, tmp_path):
     assert message == f"error: --collect: {tmp_path / 'file'} is a file, not a folder: choose another path"
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="needs Chromium")
 def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, plain, trained, tmp_path):
+    chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     url, folder, _ = collecting
     shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     errors, saved = [], {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=find_chromium())
+        browser = p.chromium.launch(executable_path=chromium)
         try:
             page = browser.new_page(viewport={"width": 1040, "height": 760})
             page.on("pageerror", lambda e: errors.append(str(e)))

@@ -3,14 +3,13 @@ with the mouse on its canvas in a real browser (headless Chromium driven by Play
 import base64
 import io
 import json
-import os
 import signal
 import socket
 
 import numpy as np
 import pytest
-from conftest import bundled_mnist, phone_photo, refusal, run_cli
-from draw_accuracy import DRAWINGS, draw, find_chromium, read_all, start_server
+from conftest import browser_or_skip, bundled_mnist, phone_photo, refusal, run_cli
+from draw_accuracy import DRAWINGS, draw, read_all, start_server
 from PIL import Image
 
 from digits import drawing
@@ -182,9 +181,7 @@ def test_it_serves_this_machine_only_by_default(server):
 
 
 def test_escape_clears_the_page(server):
-    chromium = find_chromium()
-    if chromium is None and os.environ.get("CI") != "true":
-        pytest.skip("no chromium found (Debian: apt-get install chromium)")
+    chromium = browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     _, url = server
@@ -239,16 +236,7 @@ def test_an_exposed_host_warns_and_ctrl_c_stops_cleanly(trained):
 
 
 def test_digits_drawn_with_the_mouse_in_a_browser_are_read(server, tmp_path):
-    chromium = find_chromium()
-    reason = "no chromium found (Debian: apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        chromium, reason = None, "the playwright package is not installed (pip install playwright)"
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must run the browser test")
-        pytest.skip(reason)
+    chromium = browser_or_skip()
     _, url = server
     _, _, x_test, y_test, _ = bundled_mnist()
     photo, extension = phone_photo(x_test[7], "gray-png", np.random.default_rng(0))

@@ -16,8 +16,8 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import bundled_mnist, flat_images, phone_photo
-from draw_accuracy import DRAWINGS, draw, find_chromium, start_server
+from conftest import browser_or_skip, bundled_mnist, flat_images, phone_photo
+from draw_accuracy import DRAWINGS, draw, start_server
 from PIL import Image
 
 
@@ -236,20 +236,6 @@ def test_photos_decoded_at_once_stay_within_a_bounded_memory(trained):
 
 PHONE = {"width": 390, "height": 844}  # an upright phone's screen, in CSS pixels
 BROWSER_BARS = 180  # what the browser's address and tool bars take of its height, at most
-
-
-def browser_or_skip():
-    """Debian's chromium for Playwright, or a skip (a failure in CI, which must run the browser tests)."""
-    chromium, reason = find_chromium(), "no chromium found (Debian: apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        chromium, reason = None, "the playwright package is not installed (pip install playwright)"
-    if chromium is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must run the browser test")
-        pytest.skip(reason)
-    return chromium
 
 
 def test_on_a_phone_the_digit_read_shows_with_the_drawing_area(server, tmp_path):
