@@ -113,5 +113,5 @@ def test_a_failing_report_does_not_stop_the_others(tmp_path):
 
 def test_model_without_predict_is_refused(tmp_path):
     result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
-    assert result.returncode == 2 and "--model is only used with --predict or --draw" in result.stderr
+    assert result.returncode == 2 and "--model is only used with --predict, --draw or --evaluate" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -244,9 +244,9 @@ def seeded_run(tmp_path, name, seed, *flags):
     return {key: metrics[key] for key in ("test_accuracy", "test_loss", "history", "confusion_matrix")}
 
 
-@pytest.mark.parametrize("flags", [[], ["--augment"]], ids=["plain", "augment"])
-def test_same_seed_same_numbers(tmp_path, flags):
-    first, again, other = (seeded_run(tmp_path, name, seed, *flags) for name, seed in [("a", 7), ("b", 7), ("c", 8)])
+def test_same_seed_same_numbers(tmp_path):
+    """With --augment, so that the random transforms are fixed by the seed too."""
+    first, again, other = (seeded_run(tmp_path, name, seed, "--augment") for name, seed in [("a", 7), ("b", 7), ("c", 8)])
     assert first == again
     assert first["history"]["loss"] != other["history"]["loss"]  # the seed is what fixed them
 
