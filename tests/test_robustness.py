@@ -246,7 +246,8 @@ def seeded_run(tmp_path, name, seed, *flags):
 
 def test_same_seed_same_numbers(tmp_path):
     """With --augment, so that the random transforms are fixed by the seed too."""
-    first, again, other = (seeded_run(tmp_path, name, seed, "--augment") for name, seed in [("a", 7), ("b", 7), ("c", 8)])
+    first, again, other = (seeded_run(tmp_path, name, seed, "--augment")
+                           for name, seed in [("a", 7), ("b", 7), ("c", 8)])
     assert first == again
     assert first["history"]["loss"] != other["history"]["loss"]  # the seed is what fixed them
 
