@@ -92,7 +92,8 @@ def test_npz_data_source_end_to_end(tmp_path):
     x_train, y_train, x_test, y_test, _ = bundled_mnist()
     np.savez(tmp_path / "small.npz", x_train=x_train[:500], y_train=y_train[:500],
              x_test=x_test[:200], y_test=y_test[:200])
-    result = run_cli("--data", tmp_path / "small.npz", "--epochs", "1", "--output-dir", tmp_path / "out")
+    result = run_cli("--data", tmp_path / "small.npz", "--epochs", "1", "--precision", "float32",
+                     "--output-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["data"]["train_images"] == 500 and metrics["data"]["test_images"] == 200
@@ -102,7 +103,8 @@ def test_npz_data_source_end_to_end(tmp_path):
 def test_a_failing_report_does_not_stop_the_others(tmp_path):
     out = tmp_path / "out"
     (out / "training_curves.png").mkdir(parents=True)  # a folder where the picture must go
-    result = run_cli("--limit-train", "500", "--limit-test", "200", "--epochs", "1", "--output-dir", out)
+    result = run_cli("--limit-train", "500", "--limit-test", "200", "--epochs", "1", "--precision", "float32",
+                     "--output-dir", out)
     assert result.returncode == 1
     assert "could not write" in result.stderr and "training_curves.png" in result.stderr
     assert "Traceback" not in result.stderr

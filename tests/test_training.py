@@ -11,7 +11,7 @@ from digits import evaluation, networks, precision, settings, training
 
 def quick_run(tmp_path, *flags):
     out = tmp_path / "out"
-    result = run_cli(*QUICK, *flags, "--output-dir", out)
+    result = run_cli(*QUICK, "--precision", "float32", *flags, "--output-dir", out)  # flags may override it
     assert result.returncode == 0, result.stderr
     return result, json.loads((out / "metrics.json").read_text())
 
