@@ -15,8 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from digits import photos
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError
-from digits.photos import read_image, to_mnist_form
 
 MAX_FILES = 200_000  # images in one folder set: MNIST's 60,000 training digits fit three times over
 MAX_FILE_BYTES = 50 * 2**20  # a phone photo is a few MB
@@ -101,10 +101,7 @@ def read_digit(path):
         pixels = 0
     if pixels > MAX_PIXELS:
         raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
-    gray, _ = read_image(path)
-    digit = to_mnist_form(gray)
-    if digit is None or not digit.any():  # a black 28x28 image passes to_mnist_form as it is
-        raise InputError("blank image: no digit found")
+    digit, _ = photos.read_digit(path)
     return np.round(digit * 255).astype(np.uint8)
 
 

@@ -91,6 +91,16 @@ def read_image(source, formats=None):
         raise InputError(f"not an image this program can read ({type(e).__name__})")
 
 
+def read_digit(source, formats=None):
+    """A path or binary file as (the 28x28 digit in MNIST's form, in [0, 1], and read_image's
+    preview); InputError with a one-line reason where it cannot be read or holds no digit."""
+    gray, preview = read_image(source, formats)
+    digit = to_mnist_form(gray)
+    if digit is None:
+        raise InputError("blank image: no digit found")
+    return digit, preview
+
+
 def _sliding(array, size, reduce):
     """`reduce` (np.mean, np.max...) over a size x size window, separable and edge-padded."""
     pad = size // 2

@@ -7,7 +7,7 @@ import numpy as np
 
 from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
-from digits.photos import read_image, to_mnist_form
+from digits.photos import read_digit
 from digits.settings import EVAL_BATCH_SIZE
 
 UNSURE = 0.9  # below this confidence the runner-up digits are printed too
@@ -64,10 +64,7 @@ def predict_images(model, paths):
     read, failed = [], 0
     for path in paths:
         try:
-            gray, preview = read_image(path)
-            digit = to_mnist_form(gray)
-            if digit is None:
-                raise InputError("blank image: no digit found")
+            digit, preview = read_digit(path)
         except InputError as e:
             read.append((path, e))
             failed += 1
