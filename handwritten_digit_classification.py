@@ -27,6 +27,8 @@ from digits.cli import option_named, parse_args
 from digits.errors import InputError
 from digits.signals import stop_on_signals
 
+STARTED = time.perf_counter()  # start-up is timed from here, once Python and NumPy have loaded (~0.1 s)
+
 
 def main(argv=None):
     """Read the command line, then train (the default), predict images, serve the drawing page, or
@@ -65,9 +67,12 @@ def train_and_report(args):
     # 2. Precision: float32 or bfloat16 mixed precision, timed on a batch where the device does not tell.
     build = functools.partial(networks.build_network, args.network)
     batch = x_train[: args.batch_size, ..., None], y_train[: args.batch_size]
-    chosen = precision.choose_precision(args.precision, build, *batch)
-    measured = (f" (measured {1000 * chosen.timings['float32']:.1f} ms a step in float32, "
-                f"{1000 * chosen.timings['bfloat16']:.1f} in bfloat16)" if chosen.timings else "")
+    chosen = precision.choose_precision(args.precision, build, *batch, network=f"{args.network}, batch {len(batch[0])}")
+    measured = ""
+    if chosen.timings:
+        measured = (f" ({'remembered: ' * chosen.remembered}measured {1000 * chosen.timings['float32']:.1f} ms a step "
+                    f"in float32, {1000 * chosen.timings['bfloat16']:.1f} in bfloat16"
+                    + (f"; delete {precision.cache_path()} to measure again)" if chosen.remembered else ")"))
     print(f"Backend: {keras.backend.backend()}, device: {chosen.device}, precision: {chosen.name}{measured}")
     if args.seed is not None:  # after the timing above, so that it does not shift the random numbers
         backend.seed_everything(args.seed)
@@ -94,7 +99,11 @@ def train_and_report(args):
                              args.epochs, args.batch_size, optimizer, callbacks, watched)
         train_seconds = time.perf_counter() - train_started
         epochs = f"{fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)}"
-        print(f"Trained {epochs} in {train_seconds:.1f} s")
+        startup = None if fit.first_steps_at is None else round(fit.first_steps_at - STARTED, 2)
+        each = fit.history["epoch_seconds"]
+        print(f"Trained {epochs} in {train_seconds:.1f} s" + (
+            f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "") + (
+            f"; the first steps ran {startup:.1f} s after the start" if startup is not None else ""))
         model = precision.float32_network(model, build)  # evaluated and saved in float32, whatever it trained in
 
         # 5. Evaluate: predict every test image once; every number below comes from those predictions.
@@ -114,10 +123,12 @@ def train_and_report(args):
             "most_confused": confused,
             "confusion_matrix": result.confusion.tolist(),
             "config": {**config, "precision": chosen.name, "precision_timings": chosen.timings,
+                       "precision_remembered": chosen.remembered,
                        "backend": keras.backend.backend(), "device": chosen.device,
                        "parameters": model.count_params()},
             "data": {"source": mnist.source, "train_images": len(x_train), "validation_images": len(x_val),
                      "test_images": len(x_test)},
+            "startup_seconds": startup,  # from the start to the end of the first training steps, tracing included
             "train_seconds": round(train_seconds, 2),
             "duration_seconds": round(time.perf_counter() - started, 2),
         }

@@ -1,6 +1,15 @@
-"""The precision choice: float32 or bfloat16 mixed precision, whichever trains faster here."""
+"""The precision choice: float32 or bfloat16 mixed precision, whichever trains faster here,
+measured once per machine, Keras and backend and remembered in a small cache file."""
 
+import contextlib
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import keras
@@ -35,38 +44,109 @@ def training_step_timer(build, images, labels, precision):
     return step_seconds
 
 
+def measure(build, images, labels):
+    """Seconds a training step takes in each precision: a few real steps of both on a batch,
+    alternating, the median of five rounds, so that a noisy moment does not decide."""
+    timers = {name: training_step_timer(build, images, labels, name) for name in POLICIES}
+    samples = {name: [] for name in timers}
+    for _ in range(5):
+        for name, timer in timers.items():
+            samples[name].append(timer())
+    return {name: float(np.median(seconds)) for name, seconds in samples.items()}
+
+
+def cache_path():
+    """Where measured precisions are remembered: $XDG_CACHE_HOME (or ~/.cache)/handwritten-digits/."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "handwritten-digits" / "precision.json"
+
+
+def machine_key(device, network):
+    """What a measurement holds for: this CPU (its name, cores and instruction sets), Keras, the backend
+    and their versions, and the network and batch (`network`, a description) it was measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
+        flags = next((line for line in info.splitlines() if line.startswith(("flags", "Features"))), "")
+        cpu += " " + hashlib.sha256(flags.encode()).hexdigest()[:12]
+    except OSError:
+        pass
+    backend = keras.backend.backend()
+    package = {"tensorflow": "tensorflow", "jax": "jaxlib", "torch": "torch"}.get(backend, backend)
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return f"{cpu} | {device} | keras {keras.__version__} | {backend} {version} | {network}"
+
+
+def recall(path, key):
+    """The timings remembered for `key`, or None (no file, another machine, an unreadable file)."""
+    try:
+        entry = json.loads(path.read_text()).get(key)
+        timings = {name: float(entry["timings"][name]) for name in POLICIES}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return timings if all(0 < t < 60 for t in timings.values()) else None
+
+
+def remember(path, key, timings, keep=20):
+    """Add `timings` for `key` to the file (the newest `keep` kept), written whole or not at all;
+    a cache that cannot be written is only not remembered."""
+    try:
+        entries = json.loads(path.read_text())
+        entries = entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries.pop(key, None)
+    entries[key] = {"timings": timings, "measured": datetime.date.today().isoformat()}
+    entries = dict(list(entries.items())[-keep:])
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(entries, indent=1) + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
 class Precision(NamedTuple):
-    """The precision chosen, the device, and the seconds a step took in each (None unless measured)."""
+    """The precision chosen, the device, the seconds a step took in each (None unless measured),
+    and whether those timings were remembered from an earlier run rather than measured now."""
 
     name: str
     device: str
     timings: dict | None
+    remembered: bool = False
 
 
-def choose_precision(requested, build, images, labels):
+def choose_precision(requested, build, images, labels, network=None):
     """float32 or bfloat16 as `requested`, or for 'auto' the one that suits the device.
 
     On a GPU, bfloat16 where it computes it natively. On a CPU no flag tells: AVX512-BF16 made this
-    network 1.6x faster on an AMD EPYC and slower on an Intel Xeon. So time a few real training
-    steps of both on a batch, alternating, and keep the faster by the median: a noisy moment does
-    not decide. The chosen policy is left set.
+    network 1.6x faster on an AMD EPYC and slower on an Intel Xeon. So time real training steps of
+    both (see measure) and keep the faster. With `network` (a description of the network and batch
+    built), the timings are remembered per machine in cache_path() and reused: the next run on this
+    machine, with this Keras and backend, skips the measurement. The chosen policy is left set.
     """
     device, gpu_bfloat16 = describe_device()
-    timings = None
+    timings, remembered = None, False
     if requested != "auto":
         name = requested
     elif device.startswith("GPU"):
         name = "bfloat16" if gpu_bfloat16 else "float32"
     else:
-        timers = {name: training_step_timer(build, images, labels, name) for name in POLICIES}
-        samples = {name: [] for name in timers}
-        for _ in range(5):
-            for name, timer in timers.items():
-                samples[name].append(timer())
-        timings = {name: float(np.median(seconds)) for name, seconds in samples.items()}
+        key = network and machine_key(device, network)
+        timings = key and recall(cache_path(), key)
+        remembered = bool(timings)
+        if not timings:
+            timings = measure(build, images, labels)
+            if key:
+                remember(cache_path(), key, timings)
         name = min(timings, key=timings.get)
     use_precision(name)
-    return Precision(name, device, timings)
+    return Precision(name, device, timings, remembered)
 
 
 def float32_network(network, build):

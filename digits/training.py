@@ -101,6 +101,7 @@ class GracefulStop(keras.callbacks.Callback):
         self.interrupted = False
         self.epochs_completed = 0
         self.epoch_seconds = []
+        self.first_steps_at = None  # time.perf_counter() when the first call of training steps returned
 
     def handle(self, signum, frame):
         """The first signal asks training to stop after this step; a second one quits."""
@@ -120,6 +121,8 @@ class GracefulStop(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         """Count the steps; a signal that came before training began stops it now."""
         self._steps_done = batch + 1
+        if self.first_steps_at is None:
+            self.first_steps_at = time.perf_counter()
         if self.interrupted:
             self.model.stop_training = True
 
@@ -146,11 +149,13 @@ class WatchedProgress(keras.callbacks.ProgbarLogger):
 
 class Training(NamedTuple):
     """What a fit left: per-epoch history of the completed epochs (with the learning rate and
-    seconds), how many epochs completed, and whether a signal stopped it."""
+    seconds), how many epochs completed, whether a signal stopped it, and the time.perf_counter()
+    at which the first training steps had run (None if none ran)."""
 
     history: dict
     epochs_completed: int
     interrupted: bool
+    first_steps_at: float | None = None
 
 
 def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation"):
@@ -177,4 +182,4 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
     completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
     completed["epoch_seconds"] = stop.epoch_seconds
-    return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs)
+    return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs, stop.first_steps_at)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,9 @@ SCRIPT = ROOT / "handwritten_digit_classification.py"
 sys.path.insert(0, str(ROOT))
 
 from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist, preprocess  # noqa: E402 (after the path)
+
+# The precision measurements the runs remember go to a folder of this session's own, never the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="digits-cache-")
 
 # A slice of the bundled MNIST that trains to >0.9 test accuracy in a few seconds.
 QUICK = ["--limit-train", "3000", "--limit-test", "1000", "--epochs", "2", "--batch-size", "32"]
@@ -51,7 +55,8 @@ def bundled_mnist():
 def trained(tmp_path_factory):
     """One quick real training run, shared by the tests that read its outputs or use its model."""
     out = tmp_path_factory.mktemp("trained")
-    result = run_cli(*QUICK, "--seed", "0", "--output-dir", out)
+    # a cache of its own: its auto precision is measured (not remembered from another test's run)
+    result = run_cli(*QUICK, "--seed", "0", "--output-dir", out, env={"XDG_CACHE_HOME": out / "cache"})
     assert result.returncode == 0, result.stderr
     return out, result, json.loads((out / "metrics.json").read_text())
 

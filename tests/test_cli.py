@@ -32,6 +32,14 @@ def test_run_prints_accuracy_and_metrics_agree(trained):
     assert metrics["curves_watch"] == "test" and metrics["config"]["parameters"] == 179_926
     assert metrics["config"]["epochs"] == 2 and metrics["config"]["batch_size"] == 32
     assert metrics["duration_seconds"] >= metrics["train_seconds"] > 0
+    # start-up: from the start to the first training steps, which lie inside the training's time
+    assert 0 < metrics["startup_seconds"] < metrics["duration_seconds"] - metrics["train_seconds"] + \
+        metrics["history"]["epoch_seconds"][0]
+    each = metrics["history"]["epoch_seconds"]
+    printed = re.search(r"^Trained 2 epochs in ([\d.]+) s \(([\d.]+)-([\d.]+) s an epoch\); "
+                        r"the first steps ran ([\d.]+) s after the start$", result.stdout, re.MULTILINE)
+    assert np.allclose([float(v) for v in printed.groups()],  # printed to 0.1 s, recorded to 0.01 s
+                       [metrics["train_seconds"], min(each), max(each), metrics["startup_seconds"]], atol=0.051)
     for name in [*PNGS, "model.keras", "metrics.json"]:
         assert str(out / name) in result.stdout
 

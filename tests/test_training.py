@@ -24,7 +24,8 @@ def test_auto_precision_keeps_the_faster_of_two_measured():
         assert set(chosen.timings) == {"float32", "bfloat16"} and all(0 < t < 10 for t in chosen.timings.values())
         assert chosen.name == min(chosen.timings, key=chosen.timings.get)
         assert keras.mixed_precision.global_policy().name == precision.POLICIES[chosen.name]  # left set
-        assert precision.choose_precision("float32", networks.build_cnn, None, None) == ("float32", chosen.device, None)
+        asked = precision.choose_precision("float32", networks.build_cnn, None, None)
+        assert asked == ("float32", chosen.device, None, False)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -36,6 +37,44 @@ def test_auto_precision_is_printed_and_recorded(trained):
     assert (f"precision: {metrics['config']['precision']} (measured {1000 * timings['float32']:.1f} ms a step in "
             f"float32, {1000 * timings['bfloat16']:.1f} in bfloat16)") in result.stdout
     assert f"Backend: {keras.backend.backend()}, device: CPU" in result.stdout
+
+
+def test_auto_precision_is_measured_once_per_machine_then_remembered(tmp_path):
+    tiny = ["--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--batch-size", "32"]
+    env = {"XDG_CACHE_HOME": tmp_path / "cache"}
+    cache = tmp_path / "cache" / "handwritten-digits" / "precision.json"
+
+    def run(name):
+        result = run_cli(*tiny, "--output-dir", tmp_path / name, env=env)
+        assert result.returncode == 0, result.stderr
+        config = json.loads((tmp_path / name / "metrics.json").read_text())["config"]
+        line = next(line for line in result.stdout.splitlines() if line.startswith("Backend: "))
+        return line, config
+
+    line, first = run("first")
+    assert first["precision_remembered"] is False and "(measured " in line
+    assert [entry["timings"] for entry in json.loads(cache.read_text()).values()] == [first["precision_timings"]]
+    line, second = run("second")  # no measurement: the same timings, and a line that says where they came from
+    assert second["precision_remembered"] is True and second["precision_timings"] == first["precision_timings"]
+    assert second["precision"] == first["precision"]
+    assert f"(remembered: measured {1000 * first['precision_timings']['float32']:.1f} ms a step" in line
+    assert f"delete {cache} to measure again" in line
+    cache.write_text("{not json")  # a damaged cache is measured again, and rewritten whole
+    line, third = run("third")
+    assert third["precision_remembered"] is False and "(measured " in line
+    assert [entry["timings"] for entry in json.loads(cache.read_text()).values()] == [third["precision_timings"]]
+
+
+def test_precision_cache_that_cannot_be_written_is_only_not_remembered(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    timings = {"float32": 0.02, "bfloat16": 0.01}
+    precision.remember(blocked / "precision.json", "key", timings)  # its folder cannot be made: no error
+    assert precision.recall(blocked / "precision.json", "key") is None
+    precision.remember(tmp_path / "precision.json", "key", timings)
+    assert precision.recall(tmp_path / "precision.json", "key") == timings
+    assert precision.recall(tmp_path / "precision.json", "another machine") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "precision.json"]  # no temporary file left
 
 
 def test_bfloat16_trains(tmp_path):
