@@ -8,15 +8,18 @@ several thread and input settings, each run a fresh process, settings alternatin
 Every run trains the program's network (digits.networks.build_cnn) on the bundled MNIST in bfloat16
 mixed precision (the precision the default run picks on the AMD EPYC; --precision to change), batch
 128, through the program's own training.train() (the accuracy metric, the per-epoch pass over the
-test images for the curves, Ctrl-C handling), unless the setting says otherwise:
+test images for the curves, Ctrl-C handling), under one of these settings:
 
-- program: the program's training path as it is;
-- interop1: TensorFlow's inter-op thread pool cut to one thread (the intra-op pool keeps its two);
-- intra1: one intra-op thread (and one inter-op): the one-thread reference;
-- no-watch: no per-epoch pass over the test images;
-- private-data: the training data fed from a tf.data pipeline with its own one-thread pool;
-- quiet: interop1 and private-data together, the batches gathered from a shuffled index;
-- xla: the training step compiled by XLA (Keras leaves it off on a CPU).
+- program: as the program runs on a CPU of up to 4 cores: TensorFlow runs one operation at a time
+  (digits.backend.one_op_at_a_time) and the batches are gathered without input threads
+  (digits.backend.batches);
+- keras-defaults: neither: TensorFlow's own thread pools and Keras' own input pipeline for arrays
+  (the program before this change);
+- one-op-only: one operation at a time, Keras' input pipeline;
+- batches-only: the program's batches, TensorFlow's own thread pools;
+- one-thread: the program with a single intra-op thread too, the one-thread reference;
+- no-watch: the program without the per-epoch pass over the test images;
+- xla: the program with the training step compiled by XLA (Keras leaves it off on a CPU).
 
 A slow epoch is one over 1.4 times the run's fastest: the table counts them.
 """
@@ -31,36 +34,36 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("program", "interop1", "intra1", "no-watch", "private-data", "quiet", "xla")
-ENVIRONMENT = {}
+SETTINGS = ("program", "keras-defaults", "one-op-only", "batches-only", "one-thread", "no-watch", "xla")
 SLOW = 1.4
 
 
 def worker(setting, epochs, limit, precision):
     """Train in this process under `setting`; print one JSON line of epoch seconds."""
     sys.path.insert(0, str(ROOT))
-    from digits.backend import import_tensorflow_quietly, load_keras
+    from digits import backend
 
-    import_tensorflow_quietly()
-    import tensorflow as tf
+    if setting in ("keras-defaults", "batches-only"):
+        backend.one_op_at_a_time = lambda: None
+    if setting in ("keras-defaults", "one-op-only"):
+        backend.batches = lambda images, labels, batch_size, shuffle: {"x": images, "y": labels,
+                                                                        "batch_size": batch_size}
+    if setting == "one-thread":
+        backend.import_tensorflow_quietly()
+        import tensorflow as tf
 
-    if setting in ("interop1", "quiet"):  # before anything initialises TensorFlow's runtime
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    elif setting == "intra1":
-        tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.threading.set_intra_op_parallelism_threads(1)
-    load_keras()
+    backend.load_keras()
     from digits import data, networks, training
     from digits import precision as precisions
     from digits.settings import steps_per_epoch
 
     mnist = data.load_mnist("bundled")
     x_train, y_train = mnist.x_train[:limit, ..., None], mnist.y_train[:limit]
-    x_test, y_test = mnist.x_test[..., None], mnist.y_test
+    watch = None if setting == "no-watch" else (mnist.x_test[..., None], mnist.y_test)
     precisions.use_precision(precision)
     trainer = training.make_trainer(networks.build_cnn())
     optimizer = training.make_optimizer("cosine", 3e-3, epochs, steps_per_epoch(len(x_train), 128))
-    train_data = (x_train, y_train)
     if setting == "xla":  # the program's compile, then XLA on
         compile_trainer = training.compile_trainer
 
@@ -69,38 +72,15 @@ def worker(setting, epochs, limit, precision):
             trainer.jit_compile = True
 
         training.compile_trainer = compile_with_xla
-    if setting == "quiet":
-        options = tf.data.Options()
-        options.threading.private_threadpool_size = 1
-        options.autotune.enabled = False
-        images, labels = tf.constant(x_train), tf.constant(y_train)
-        dataset = (tf.data.Dataset.range(len(x_train)).shuffle(len(x_train)).batch(128)
-                   .map(lambda i: (tf.gather(images, i), tf.gather(labels, i))).prefetch(1).with_options(options))
-        train_data = (dataset, None)
-    if setting == "private-data":
-        options = tf.data.Options()
-        options.threading.private_threadpool_size = 1
-        options.autotune.enabled = False
-        dataset = (tf.data.Dataset.from_tensor_slices(train_data).shuffle(len(x_train)).batch(128)
-                   .prefetch(1).with_options(options))
-        train_data = (dataset, None)
-    watch = None if setting == "no-watch" else (x_test, y_test)
     started = time.perf_counter()
-    if train_data[1] is None:  # a dataset: train() passes arrays, so fit it here the same way
-        training.compile_trainer(trainer, optimizer)
-        stop = training.GracefulStop(steps_per_epoch(len(x_train), 128))
-        trainer.fit(train_data[0], epochs=epochs, validation_data=watch, validation_batch_size=1000,
-                    callbacks=[stop], verbose=0)
-        seconds = stop.epoch_seconds
-    else:
-        fit = training.train(trainer, train_data, watch, epochs, 128, optimizer)
-        seconds = fit.history["epoch_seconds"]
-    print(json.dumps({"setting": setting, "epoch_seconds": seconds, "total": time.perf_counter() - started}))
+    fit = training.train(trainer, (x_train, y_train), watch, epochs, 128, optimizer)
+    print(json.dumps({"setting": setting, "epoch_seconds": fit.history["epoch_seconds"],
+                      "total": time.perf_counter() - started}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS[:4]))
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per setting, alternating")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--limit-train", type=int, default=None)
@@ -123,7 +103,7 @@ def main():
                        "--precision", args.precision]
             if args.limit_train:
                 command += ["--limit-train", str(args.limit_train)]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **ENVIRONMENT.get(setting, {})}
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
             seconds = json.loads(out.strip().splitlines()[-1])["epoch_seconds"]
             results[setting].append(seconds)

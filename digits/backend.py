@@ -11,6 +11,8 @@ import sys
 
 from digits.errors import InputError
 
+SMALL_CPU = 4  # cores: up to this many, TensorFlow runs one operation at a time and no input threads
+
 
 @contextlib.contextmanager
 def silenced_stderr():
@@ -38,12 +40,55 @@ def load_keras():
         with silenced_stderr():
             import keras
 
+            if keras.backend.backend() == "tensorflow":
+                one_op_at_a_time()
             if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
                 keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
     except KeyboardInterrupt:
         print("\nInterrupted while loading Keras; nothing was done.", file=sys.stderr)
         raise SystemExit(130)
     return keras
+
+
+def one_op_at_a_time():
+    """TensorFlow on a CPU of a few cores: one operation at a time, each using every core.
+
+    By default TensorFlow runs independent operations side by side (its inter-op threads), each
+    spread over all the cores (its intra-op threads): on 2 cores four busy threads, waiting on each
+    other. Measured on a 2-core AMD EPYC (benchmarks/epoch_modes.py), epochs then fall into a slow
+    mode about twice as slow as the fast one. Set before TensorFlow starts its runtime; a machine
+    with more cores, or a GPU, is left as TensorFlow sets it.
+    """
+    import tensorflow as tf
+
+    if (os.cpu_count() or 1) <= SMALL_CPU and not tf.config.list_physical_devices("GPU"):
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def batches(images, labels, batch_size, shuffle):
+    """What Model.fit and evaluate read `images` and `labels` from, in batches of `batch_size`
+    (reshuffled every epoch if `shuffle`): a dict of their keyword arguments.
+
+    On TensorFlow, a tf.data pipeline that adds no threads of its own: each batch is gathered by
+    index from the arrays, in the thread that asks for it, when it asks. Keras' own pipeline for
+    arrays runs its gathering and prefetching beside the training step, which on a CPU of few cores
+    competes with the step for them. Elsewhere the arrays, as Keras takes them.
+    """
+    if backend_name() != "tensorflow" or (os.cpu_count() or 1) > SMALL_CPU:
+        return {"x": images, "y": labels, "batch_size": batch_size}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    images, labels = tf.constant(images), tf.constant(labels)
+    count = int(images.shape[0])
+    order = tf.data.Dataset.range(count)
+    if shuffle:
+        order = order.shuffle(count, reshuffle_each_iteration=True)
+    dataset = order.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+    return {"x": dataset.with_options(options)}
 
 
 def import_tensorflow_quietly():

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from digits.augment import RandomAffine
-from digits.backend import steps_per_execution
+from digits.backend import batches, steps_per_execution
 from digits.data import preprocess
 from digits.errors import IMAGE_SIZE
 from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
@@ -175,8 +175,10 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     network = trainer.layers[-1]
     settle = SettleBatchNorm(network, train_data[0])
     with handling_stop_signals(stop.handle):
-        history = trainer.fit(*train_data, batch_size=batch_size, epochs=epochs, validation_data=watch_data,
-                              validation_batch_size=EVAL_BATCH_SIZE,
+        watch = batches(*watch_data, EVAL_BATCH_SIZE, shuffle=False) if watch_data else {}
+        history = trainer.fit(**batches(*train_data, batch_size, shuffle=True), epochs=epochs,
+                              validation_data=(watch["x"], watch["y"]) if "y" in watch else watch.get("x"),
+                              validation_batch_size=watch.get("batch_size"),
                               callbacks=[record_rate, settle, *callbacks, stop, WatchedProgress(watched)],
                               verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
     settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
