@@ -129,16 +129,18 @@ def _merge_overlapping(groups):
 
 
 def digit_height(groups):
-    """The height of the digits: the median height of the groups with a good share of the ink."""
+    """The height of the digits: the greatest height of the groups with a good share of the ink, and
+    at least 0.6 of the writing's whole height (where every group is a dash or a dot of one digit)."""
     most = max(g.ink for g in groups)
-    return float(np.median([g.bottom - g.top for g in groups if g.ink >= 0.25 * most]))
+    tallest = max(g.bottom - g.top for g in groups if g.ink >= 0.25 * most)
+    return max(tallest, 0.6 * (max(g.bottom for g in groups) - min(g.top for g in groups)))
 
 
 def _attach_small(groups):
     """Join each group too small to be a digit to its nearest neighbour, or drop it as dirt."""
     height = digit_height(groups)
     while True:
-        small = [g for g in groups if max(g.bottom - g.top, g.right - g.left) < SMALL * height
+        small = [g for g in groups if g.bottom - g.top < SMALL * height
                  or (g.bottom - g.top < TALL * height and g.right - g.left < SLIVER * height
                      and min(_gap(g, o) for o in groups if o is not g) < 0.1 * height)]
         if not small:
@@ -275,7 +277,9 @@ def find_digits(gray):
     rows = np.flatnonzero(ink_mask.any(axis=1))
     if rows.size == 0:
         return [Piece((0, 0, width, height), whole)]
-    reach = max(1, round(GAP * (rows[-1] - rows[0] + 1) / 2))
+    runs = np.diff(np.pad(ink_mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    stroke = float(np.median(np.nonzero(runs == -1)[1] - np.nonzero(runs == 1)[1]))
+    reach = max(1, round(GAP * (rows[-1] - rows[0] + 1) / 2), round(stroke / 2))  # a stroke's width of gap
     labels, count = label(_sliding(ink_mask.astype(np.uint8), 2 * reach + 1, np.max) > 0)
     if count > MAX_PARTS:
         raise InputError(f"more than {MAX_PARTS} separate marks: a page of writing, not a number: crop the picture "
