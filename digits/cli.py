@@ -123,8 +123,8 @@ def build_parser():
                              "replacing that folder's earlier logs when the run saves its outputs; needs TensorFlow "
                              "installed")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
-                        help="predict the digit in each image with a trained model instead of training; one digit per "
-                             "image (crop each digit on its own: two digits in one image are read as one)")
+                        help="read the number in each image with a trained model instead of training: its digits, "
+                             "left to right, one or several (up to 20: crop a page to the number)")
     parser.add_argument("--model", type=Path, default=None,
                         help="the trained model --predict, --draw and --evaluate use (default: OUTPUT_DIR/model.keras)")
     parser.add_argument("--draw", action="store_true",

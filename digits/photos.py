@@ -166,21 +166,24 @@ def dark_ink(gray):
     return bool(dark_ink)
 
 
-def paper_level(ink):
+def paper_level(ink, step=1):
     """The paper's level under uneven light, from the paper only: a smooth surface, never a stroke.
 
     A quadratic in x and y (a lamp on one side, a shadow, a vignette) is fitted to the pixels on
     the paper's side of the Otsu split of what the last fit left; with six numbers it cannot
     follow a stroke, however bold, and refitting drops the ink even where it covers half the image.
+    `step`: fit to every step-th pixel of every step-th row only (the same surface, sooner).
     """
     height, width = ink.shape
     y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
     terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)
     values = ink.ravel().astype(np.float64)
-    paper = np.ones(values.size, bool)
+    sampled = (np.arange(height)[:, None] % step == 0) & (np.arange(width)[None, :] % step == 0)
+    terms_sampled, values_sampled = terms[sampled.ravel()], values[sampled.ravel()]
+    paper = np.ones(values_sampled.size, bool)
     for _ in range(4):
-        coefficients = np.linalg.lstsq(terms[paper], values[paper], rcond=None)[0]
-        residual = values - terms @ coefficients
+        coefficients = np.linalg.lstsq(terms_sampled[paper], values_sampled[paper], rcond=None)[0]
+        residual = values_sampled - terms_sampled @ coefficients
         paper = residual <= otsu_threshold(residual)
     return (terms @ coefficients).reshape(ink.shape).astype(np.float32)
 
@@ -224,6 +227,32 @@ def thin_lines_dark(gray, width):
     return float(dark[dark > level].sum()) >= float(light[light > level].sum())
 
 
+def clean_ink(gray, size=WORK_SIZE, step=1):
+    """The image's ink, light on black in [0, 1], at most `size` pixels on its longer side, with the
+    paper's uneven light and noise removed; None when it holds no ink (a blank page, however lit).
+
+    The steps to_mnist_form takes before it crops; find_digits takes them too, to find the digits
+    (`step`: paper_level's).
+    """
+    scale = size / max(gray.shape)
+    noise = None
+    if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
+        ink, noise = shrink(gray, scale)
+    else:
+        if not has_edges(gray):
+            return None
+        ink = ink_up(gray)
+    if not has_edges(ink, noise):
+        return None
+    background = paper_level(ink, step)
+    # As a share of the way from the paper to full ink: a stroke in shadow counts as much as one in light.
+    ink = np.clip((ink - background) / np.maximum(1 - background, 0.05), 0, 1)
+    if _sliding(ink, 3, np.mean).max() < 0.15:
+        return None
+    ink = np.where(ink > otsu_threshold(ink.ravel()), ink, 0)  # paper noise and JPEG speckle
+    return np.clip(ink / np.percentile(ink[ink > 0], 90), 0, 1)
+
+
 def to_mnist_form(gray):
     """Turn a photo or scan of one digit into what the network was trained on.
 
@@ -231,26 +260,13 @@ def to_mnist_form(gray):
     their centre of mass in a 28x28 frame. Returns None when no ink is found: a blank page, however
     lit, or an image of one colour.
     """
-    scale = WORK_SIZE / max(gray.shape)
-    noise = None
-    if scale < 1:  # more pixels carry no more useful detail for a 20-pixel digit; this keeps it fast
-        ink, noise = shrink(gray, scale)
-    else:
-        if not has_edges(gray):
-            return None
+    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE):
         border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(), gray[:, :2].ravel(), gray[:, -2:].ravel()])
-        if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and border.mean() < 0.1:
+        if border.mean() < 0.1 and has_edges(gray):
             return gray  # already MNIST-shaped: leave it exactly as it is
-        ink = ink_up(gray)
-    if not has_edges(ink, noise):
+    ink = clean_ink(gray)
+    if ink is None:
         return None
-    background = paper_level(ink)
-    # As a share of the way from the paper to full ink: a stroke in shadow counts as much as one in light.
-    ink = np.clip((ink - background) / np.maximum(1 - background, 0.05), 0, 1)
-    if _sliding(ink, 3, np.mean).max() < 0.15:
-        return None
-    ink = np.where(ink > otsu_threshold(ink.ravel()), ink, 0)  # paper noise and JPEG speckle
-    ink = np.clip(ink / np.percentile(ink[ink > 0], 90), 0, 1)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = ink.shape

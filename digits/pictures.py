@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from digits.errors import NUM_CLASSES
+from digits.errors import IMAGE_SIZE, NUM_CLASSES
 
 
 def save_figure(fig, path):
@@ -159,10 +159,13 @@ def short_name(path, width=24):
 
 
 def plot_predictions(results, path, limit=24):
-    """Each input, in its own colours, beside the 28x28 image the model saw, four pairs a row.
+    """Each input, in its own colours, with a box around each digit found and the digit read above
+    it, beside the 28x28 images the model saw, left to right; four pairs a row.
 
-    `results` are digits.predict.Prediction (name, preview, digit, label, confidence).
+    `results` are digits.predict.Prediction.
     """
+    from matplotlib.patches import Rectangle
+
     shown = results[:limit]
     columns = min(4, len(shown))
     rows = -(-len(shown) // columns)
@@ -174,8 +177,19 @@ def plot_predictions(results, path, limit=24):
     for result, (left, right) in zip(shown, pairs):
         left.imshow(result.preview)
         left.set_title(short_name(result.name), fontsize=8)
-        right.imshow(result.digit, cmap="gray", vmin=0, vmax=1)
-        right.set_title(f"sees: {result.label} ({result.confidence:.0%})", fontsize=8)
+        scale_y, scale_x = (result.preview.shape[k] / result.size[k] for k in (0, 1))
+        several = len(result.labels) > 1
+        for (x0, y0, x1, y1), label in zip(result.boxes, result.labels):
+            if several:  # one digit: its box would only frame the picture
+                left.add_patch(Rectangle((x0 * scale_x - 0.5, y0 * scale_y - 0.5), (x1 - x0) * scale_x,
+                                         (y1 - y0) * scale_y, fill=False, edgecolor="#d62728", linewidth=1))
+                left.text((x0 + x1) / 2 * scale_x, y0 * scale_y - 1, str(label), color="#d62728", fontsize=8,
+                          ha="center", va="bottom", weight="bold", clip_on=False)
+        gap = np.full((IMAGE_SIZE, 2), 0.5, np.float32)  # a grey line between the digits
+        strip = np.concatenate([part for digit in result.digits for part in (gap, digit)][1:], axis=1)
+        right.imshow(strip, cmap="gray", vmin=0, vmax=1)
+        sees = (f"{result.number}" if several else f"{result.labels[0]} ({result.confidences[0]:.0%})")
+        right.set_title(f"sees: {sees}", fontsize=8)
     more = f" (the first {limit} of {len(results)})" if len(results) > limit else ""
-    fig.suptitle(f"Your images, and the 28x28 digit the model saw{more}")
+    fig.suptitle(f"Your images, the digits found in them, and the 28x28 digits the model saw{more}")
     save_figure(fig, path)

@@ -235,9 +235,9 @@ def test_an_unwritable_picture_is_a_warning_and_a_failure(trained, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_help_says_one_digit_per_image():
+def test_help_says_a_number_per_image():
     result = run_cli("--help")
-    assert "one digit per image" in " ".join(result.stdout.split())
+    assert "read the number in each image" in " ".join(result.stdout.split())
 
 
 def test_the_example_photos_are_read_as_their_names_say(trained, tmp_path):

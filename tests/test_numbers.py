@@ -1,0 +1,182 @@
+"""Reading a whole number (--predict, digits.numbers): the digits found left to right, a digit whose
+strokes are broken kept whole, a single digit read exactly as before, a page refused."""
+import re
+
+import keras
+import numpy as np
+import pytest
+from conftest import KINDS, bundled_mnist, phone_photo, predictions, run_cli
+from PIL import Image, ImageDraw, ImageFilter
+
+from digits import data
+from digits.errors import InputError
+from digits.numbers import MAX_PIECES, find_digits
+from digits.photos import read_image, to_mnist_form
+
+# Digits drawn with their strokes apart, in a 100-unit frame: [(kind, points)], kind "line", "dashes" or "dots".
+BROKEN = {
+    "5-floating-hat": [("line", [(38, 8), (82, 8)]), ("line", [(36, 24), (32, 50), (55, 44), (74, 58), (72, 80),
+                                                                (52, 92), (28, 84)])],
+    "7-detached-bar": [("line", [(18, 10), (82, 10)]), ("line", [(76, 24), (58, 55), (42, 94)])],
+    "7-dashed": [("dashes", [(18, 10), (82, 10), (40, 94)])],
+    "4-open-top": [("line", [(30, 8), (22, 48)]), ("line", [(16, 60), (88, 60)]), ("line", [(66, 12), (64, 96)])],
+    "1-broken": [("line", [(50, 6), (48, 44)]), ("line", [(48, 56), (46, 96)])],
+    "1-dashed": [("dashes", [(52, 4), (46, 96)])],
+    "0-dotted": [("dots", [(50 + 30 * np.sin(t), 50 - 44 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 40)])],
+    "2-dashed": [("dashes", [(22, 28), (40, 8), (68, 10), (76, 32), (26, 90), (84, 90)])],
+    "3-dotted": [("dots", [(24, 14), (50, 6), (72, 18), (66, 40), (46, 48), (70, 58), (74, 80), (50, 94), (24, 86)])],
+}
+
+
+def along(points, step):
+    """Points every `step` units along a polyline."""
+    points = np.asarray(points, float)
+    found = [points[0]]
+    for a, b in zip(points[:-1], points[1:]):
+        length = np.hypot(*(b - a))
+        found += [a + (b - a) * t for t in np.arange(step, length, step) / length] + [b]
+    return found
+
+
+def broken_photo(strokes, rng, side=240, dark_ink=True):
+    """A digit drawn as `strokes` with a pen of 7 units, as a photo: paper or board, grain, blur, JPEG-ready."""
+    page = Image.new("L", (side * 3 // 2, side * 3 // 2), 0)
+    pen = ImageDraw.Draw(page)
+    width = round(0.07 * side)
+    for kind, points in strokes:
+        at = [(side / 4 + x * side / 100, side / 4 + y * side / 100) for x, y in points]
+        if kind == "line":
+            pen.line(at, fill=255, width=width, joint="curve")
+        elif kind == "dashes":  # 8 units of ink, 6 of paper
+            marks = along(at, 2 * side / 100)
+            for k in range(0, len(marks) - 4, 7):
+                pen.line([tuple(marks[k]), tuple(marks[k + 4])], fill=255, width=width)
+        else:  # dots, about a pen's width apart
+            for x, y in along(at, 1.9 * width) if len(at) < 20 else at:
+                pen.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=255)
+    ink = np.asarray(page.filter(ImageFilter.GaussianBlur(1)), dtype=float) / 255
+    gray = 0.9 - 0.75 * ink if dark_ink else 0.2 + 0.65 * ink
+    gray = np.clip(gray + rng.normal(0, 0.02, gray.shape), 0, 1)
+    return Image.fromarray(np.uint8(255 * gray)).convert("RGB")
+
+
+def broken_mnist_photo(digit, rng):
+    """A test digit enlarged, a thin band of paper drawn across it (a pen that skipped), as a photo."""
+    ink = Image.fromarray(digit).resize((168, 168), Image.BICUBIC)
+    gap = ImageDraw.Draw(ink)
+    y = int(rng.integers(50, 118))
+    tilt = int(rng.integers(-30, 31))
+    gap.line([(0, y - tilt), (168, y + tilt)], fill=0, width=int(rng.integers(4, 9)))
+    ink = np.pad(np.asarray(ink, dtype=float) / 255, 60)
+    gray = np.clip(0.9 - 0.78 * ink + rng.normal(0, 0.02, ink.shape), 0, 1)
+    return Image.fromarray(np.uint8(255 * gray))
+
+
+def test_a_digit_whose_strokes_do_not_touch_is_one_digit(tmp_path):
+    """The hat of a 5, the bar of a 7, an open 4, a broken 1, dashes and dots: each one digit, on paper and board."""
+    rng = np.random.default_rng(5)
+    for name, strokes in BROKEN.items():
+        for dark_ink in (True, False):
+            path = tmp_path / f"{name}-{'paper' if dark_ink else 'board'}.jpg"
+            broken_photo(strokes, rng, side=int(rng.integers(120, 600)), dark_ink=dark_ink).save(path, quality=85)
+            pieces = find_digits(read_image(path)[0])
+            assert len(pieces) == 1, (path.name, [piece.box for piece in pieces])
+
+
+def test_a_test_digit_with_a_skipped_stroke_is_one_digit():
+    x_test = bundled_mnist().x_test
+    rng = np.random.default_rng(6)
+    counts = [len(find_digits(np.asarray(broken_mnist_photo(x_test[i], rng), np.float32) / 255)) for i in range(60)]
+    assert counts.count(1) >= 57, counts
+
+
+def test_a_single_digit_is_read_exactly_as_before():
+    """One digit in the picture: the 28x28 image is to_mnist_form's of the whole picture, to the bit."""
+    x_test = bundled_mnist().x_test
+    rng = np.random.default_rng(8)
+    for n in range(20):
+        image, _ = phone_photo(x_test[100 + n], KINDS[n % len(KINDS)], rng)
+        gray = np.asarray(image.convert("L"), np.float32) / 255
+        pieces = find_digits(gray)
+        assert len(pieces) == 1
+        np.testing.assert_array_equal(pieces[0].digit, to_mnist_form(gray))
+    assert find_digits(np.full((300, 400), 0.8, np.float32)) == []
+
+
+def written_number(images, rng, dark_ink=True):
+    """MNIST digits written side by side, 60 to 120 px high, a fifth to half their height apart, as a photo."""
+    height = int(rng.integers(60, 121))
+    digits = []
+    for image in images:
+        rows, cols = np.flatnonzero(image.max(axis=1) > 30), np.flatnonzero(image.max(axis=0) > 30)
+        ink = Image.fromarray(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        size = round(height * rng.uniform(0.9, 1.1))
+        digits.append(np.asarray(ink.resize((max(1, round(ink.width * size / ink.height)), size), Image.BICUBIC)))
+    gaps = [round(height * rng.uniform(0.2, 0.5)) for _ in digits]
+    canvas = np.zeros((2 * height, sum(d.shape[1] for d in digits) + sum(gaps) + height), np.float32)
+    x = height // 2
+    for ink, gap in zip(digits, gaps):
+        top = height // 2 + round(rng.uniform(-0.08, 0.08) * height) + height - ink.shape[0]
+        canvas[top : top + ink.shape[0], x : x + ink.shape[1]] = ink / 255
+        x += ink.shape[1] + gap
+    gray = 0.9 - 0.75 * canvas if dark_ink else 0.2 + 0.65 * canvas
+    gray = np.clip(gray + rng.normal(0, 0.02, gray.shape), 0, 1)
+    return Image.fromarray(np.uint8(255 * gray)).convert("RGB")
+
+
+def test_numbers_are_read_digit_by_digit_left_to_right(trained, tmp_path):
+    """2 to 6 test digits (ones the model reads right on their own) in a row, paper and board, JPEG."""
+    out, _, _ = trained
+    _, _, x_test, y_test, _ = bundled_mnist()
+    model = keras.models.load_model(out / "model.keras")
+    indices = np.arange(4000, 4200)
+    indices = indices[model.predict(data.preprocess(x_test[indices]), verbose=0).argmax(axis=1) == y_test[indices]]
+    rng = np.random.default_rng(19)
+    numbers, used = {}, 0
+    for n in range(16):
+        count = 2 + n % 5
+        chosen = indices[used : used + count]
+        used += count
+        path = tmp_path / f"number{n}.jpg"
+        written_number(x_test[chosen], rng, dark_ink=n % 2 == 0).save(path, quality=85)
+        numbers[str(path)] = "".join(str(y_test[i]) for i in chosen)
+    result = run_cli("--predict", *numbers, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if line.startswith(str(tmp_path / "n")))
+    for reading in lines.values():  # the number first, then each digit with its confidence
+        assert re.fullmatch(r"(\d+) \((\d \d+\.\d%)(, \d \d+\.\d%)+\)", reading), reading
+        assert re.findall(r"(\d) \d+\.\d%", reading) == list(reading.split(" ")[0])
+    right = [path for path, number in numbers.items() if lines[path].split(" ")[0] == number]
+    assert len(right) >= 14, {path: (number, lines[path]) for path, number in numbers.items()}
+    with Image.open(tmp_path / "pred" / "predictions.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 1000
+
+
+def test_a_broken_digit_is_read_as_one_digit_by_the_program(trained, tmp_path):
+    out, _, _ = trained
+    rng = np.random.default_rng(9)
+    paths = []
+    for name, strokes in BROKEN.items():
+        paths.append(tmp_path / f"{name}.png")
+        broken_photo(strokes, rng).save(paths[-1])
+    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    assert list(predictions(result.stdout)) == [str(path) for path in paths]  # each line: one digit, as today
+
+
+def test_more_than_a_number_is_refused_with_a_line_and_the_rest_are_read(trained, tmp_path):
+    out, _, _ = trained
+    _, _, x_test, y_test, _ = bundled_mnist()
+    rng = np.random.default_rng(2)
+    written_number(x_test[: MAX_PIECES + 5], rng).save(tmp_path / "page.png")
+    written_number(x_test[:12], rng).save(tmp_path / "phone-number.png")  # 12 digits are a number
+    Image.fromarray(x_test[0]).save(tmp_path / "seven.png")
+    with pytest.raises(InputError, match="crop the picture"):
+        find_digits(read_image(tmp_path / "page.png")[0])
+    result = run_cli("--predict", tmp_path / "page.png", tmp_path / "phone-number.png", tmp_path / "seven.png",
+                     "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"{tmp_path / 'page.png'}: error: ") and "crop the picture" in line, line
+    assert re.search(rf"^{re.escape(str(tmp_path / 'phone-number.png'))}: \d{{12}} \(", result.stdout, re.MULTILINE)
+    assert predictions(result.stdout) == {str(tmp_path / "seven.png"): int(y_test[0])}
