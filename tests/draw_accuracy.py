@@ -40,16 +40,17 @@ def number_drawing(number, nth=0, step=None, box=None):
     digits a quarter to a third of its height.
     """
     step = step or 64 + 4 * (nth % 5)
-    strokes = []
+    strokes, parts = [], []
     for place, digit in enumerate(number):
         drawn = [d for d in DRAWINGS["drawings"] if d["digit"] == int(digit)][(nth + place) % 3]
         lift = (-3, 2, -1, 3)[(nth + place) % 4]
         strokes += [[[x + place * step, y + lift] for x, y in stroke] for stroke in drawn["strokes"]]
+        parts.append(len(drawn["strokes"]))
     width = (len(number) - 1) * step + 100
     high = (0.3, 0.24, 0.36)[nth % 3]  # the digits' height, a share of the canvas', as far as they fit
     side = min(0.92, high * width / 100)
     box = box or [round((1 - side) / 2, 3), round(0.5 - side * 50 / width, 3), round(side, 3)]
-    return {"number": number, "box": list(box),
+    return {"number": number, "box": list(box), "parts": parts,  # how many strokes each digit has, in order
             "strokes": [[[round(x * 100 / width, 2), round(y * 100 / width, 2)] for x, y in stroke]
                         for stroke in strokes]}
 
