@@ -22,8 +22,8 @@ from digits.server import WEB_DIR
 # tests/draw_accuracy.py (see the README). 24 leaves room for another machine's quick model.
 QUICK_MODEL_RIGHT = 24
 # The ten numbers of draw_accuracy.NUMBERS (two and three digits): quick models read 9, 10 and 9 of
-# them (seeds 0, 1, 2; each miss a 1 with a flag read as a 2), the default model all 10. The issue
-# asks for 9.
+# them in the browser (seeds 0, 1, 2; each miss is 119 read as 219, its 1 with a flag and a foot,
+# which quick models misread alone too), the default model all 10. Issue 19 asks for 9.
 NUMBERS_RIGHT = 9
 
 
