@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.drawing import BadRequest, picture_from_request
+from digits.drawing import BadRequest, decode_photo, group_strokes, parse_strokes, photo_digits, render_strokes
 from digits.errors import NUM_CLASSES, InputError
 from digits.photos import to_mnist_form
 
@@ -107,16 +107,26 @@ class Collection:
 
 def drawing_from_request(payload, budget=None):
     """POST /save's body, {"digit": 0-9, "strokes": ...} or {"digit": 0-9, "image": base64}, as
-    (digit, the drawing as rendered in [0, 1], the 28x28 digit the model sees); BadRequest otherwise.
-    A photo is decoded within `budget` (a digits.drawing.Budget), as /predict's are."""
+    (digit, the drawing as rendered in [0, 1], the 28x28 digit the model sees); BadRequest otherwise,
+    and for a drawing or photo of several digits. A photo is decoded within `budget` (a
+    digits.drawing.Budget), as /predict's are."""
     if not isinstance(payload, dict) or "digit" not in payload or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with "digit" (0-9) and either "strokes" (the drawing) or "image"')
     try:
         digit = check_digit(payload["digit"])
     except ValueError as e:
         raise BadRequest(str(e))
-    gray = picture_from_request(payload, budget)
+    if "strokes" in payload:
+        strokes = parse_strokes(payload["strokes"])
+        gray = render_strokes(strokes)
+    else:
+        gray = decode_photo(payload["image"], budget)
     seen = to_mnist_form(gray)
     if seen is None:
         raise BadRequest("blank image: no digit found, nothing saved")
+    count = len(group_strokes(strokes) if "strokes" in payload else photo_digits(gray))
+    if count > 1:  # a labelled digit is one digit: a number saved under one label would mislabel the rest
+        what = "drawing" if "strokes" in payload else "photo"
+        raise BadRequest(f"the {what} holds {count} digits, nothing saved: save one digit at a time "
+                         "(Clear, then draw one)")
     return digit, gray, seen

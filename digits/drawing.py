@@ -1,15 +1,18 @@
-"""What the drawing page sends, turned into the 28x28 digit the network reads: strokes drawn
-again with an MNIST-like pen, or a photo read exactly as --predict reads files. No Keras."""
+"""What the drawing page sends, turned into the 28x28 digits the network reads: strokes grouped into
+digits (those side by side with overlapping extents are one digit) and each drawn again with an
+MNIST-like pen, or a photo read exactly as --predict reads files. No Keras."""
 
 import base64
 import contextlib
 import io
 import threading
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from digits.errors import InputError
+from digits.numbers import MAX_PIECES, Piece, find_digits
 from digits.photos import read_image, to_mnist_form
 
 MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
@@ -22,6 +25,13 @@ FORMAT_NAMES = "a PNG, JPEG, GIF, BMP, TIFF or WebP file"
 # pen here is a fixed share of the drawing's longer side, whatever size it was drawn at.
 STROKE_BOX = 160  # the drawing's longer side, in pixels, once rendered
 STROKE_WIDTH = 0.15  # of that side: the drawn test digits then carry as much ink as MNIST's, on average
+# Strokes are one digit when their horizontal extents overlap by more than JOIN_OVERLAP of the narrower
+# one's width, less JOIN_GAP of the drawing's height: a 7's detached bar, a 5's hat or a 4's second
+# stroke joins its digit even drawn a little apart, while two slanted digits whose extents barely
+# overlap, or a 1 beside a digit, stay apart.
+JOIN_OVERLAP = 1 / 3
+JOIN_GAP = 0.06
+SPECK = 0.08  # beside larger digits, a piece smaller than this share of the drawing's height is a slip of the pen
 
 
 class BadRequest(Exception):
@@ -92,6 +102,52 @@ def render_strokes(strokes):
     return np.asarray(image, dtype=np.float32) / 255
 
 
+def _together(one, other, gap):
+    """Whether two spans [left, right, ...] of strokes side by side are one digit."""
+    overlap = min(one[1], other[1]) - max(one[0], other[0])
+    return overlap > JOIN_OVERLAP * min(one[1] - one[0], other[1] - other[0]) - gap
+
+
+def group_strokes(strokes):
+    """The strokes of a drawing as digits, left to right: a list of lists of strokes, each digit's in
+    the order drawn. Specks beside larger digits are left out."""
+    points = np.concatenate(strokes)
+    height = np.ptp(points[:, 1])
+    spans = sorted(([stroke[:, 0].min(), stroke[:, 0].max(), [n]] for n, stroke in enumerate(strokes)),
+                   key=lambda span: span[0])
+    while True:  # sorted by left edge, each span joins the digit before it or starts one; again until none join
+        joined = []
+        for span in spans:
+            if joined and _together(joined[-1], span, JOIN_GAP * height):
+                last = joined[-1]
+                joined[-1] = [last[0], max(last[1], span[1]), last[2] + span[2]]
+            else:
+                joined.append(span)
+        if len(joined) == len(spans):
+            break
+        spans = joined
+    groups = [[strokes[n] for n in sorted(span[2])] for span in spans]
+    sizes = [np.ptp(np.concatenate(group), axis=0).max() for group in groups]
+    return [group for group, size in zip(groups, sizes) if size >= SPECK * height or size == max(sizes)]
+
+
+def drawn_digits(strokes):
+    """The digits of a drawing, left to right, each a Piece: its box (left, top, right, bottom) in
+    the strokes' own units, and its strokes drawn again on their own and put in MNIST's form, so that
+    a drawing of one digit reads exactly as one digit always did. BadRequest past MAX_PIECES."""
+    groups = group_strokes(strokes)
+    if len(groups) > MAX_PIECES:
+        raise BadRequest(f"{len(groups)} digits drawn, at most {MAX_PIECES} are read at once: "
+                         "draw fewer (Clear, then draw the rest)")
+    pieces = []
+    for group in groups:
+        digit = to_mnist_form(render_strokes(group))
+        if digit is not None:
+            points = np.concatenate(group)
+            pieces.append(Piece((*points.min(axis=0).tolist(), *points.max(axis=0).tolist()), digit))
+    return pieces
+
+
 def decode_photo(text, budget=None):
     """A base64-encoded image file -> grayscale in [0, 1], read exactly as --predict reads files.
 
@@ -129,6 +185,38 @@ def picture_from_request(payload, budget=None):
     if "strokes" in payload:
         return render_strokes(parse_strokes(payload["strokes"]))
     return decode_photo(payload["image"], budget)
+
+
+class Found(NamedTuple):
+    """The digits found in a request's drawing or photo, left to right."""
+
+    pieces: list  # Piece(box, digit): box in the strokes' own units, or in the photo's pixels as read
+    size: tuple | None  # the photo as read, (width, height), which its boxes refer to; None for a drawing
+
+
+def photo_digits(gray):
+    """find_digits, as --predict reads a photo, with its refusals as BadRequest."""
+    try:
+        pieces = find_digits(gray)
+    except InputError as e:
+        raise BadRequest(str(e))
+    if not pieces:
+        raise BadRequest("blank image: no digit found")
+    return pieces
+
+
+def digits_from_request(payload, budget=None):
+    """The request's "strokes" (grouped into digits, each drawn again) or "image" (a photo, decoded
+    within the Budget of pixels if one is given, read as --predict reads it) as Found digits."""
+    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
+        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    if "strokes" in payload:
+        pieces = drawn_digits(parse_strokes(payload["strokes"]))
+        if not pieces:
+            raise BadRequest("blank image: no digit found")
+        return Found(pieces, None)
+    gray = decode_photo(payload["image"], budget)
+    return Found(photo_digits(gray), (gray.shape[1], gray.shape[0]))
 
 
 def digit_from_request(payload, budget=None):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from digits.collect import drawing_from_request
-from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digit_from_request
+from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
 from digits.errors import IMAGE_SIZE
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -117,7 +117,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
-        """POST /predict: {"strokes": ...} or {"image": base64} -> digit, probabilities, 28x28 image.
+        """POST /predict: {"strokes": ...} or {"image": base64} -> the number, and each digit's reading.
         POST /save (with --collect): the same with "digit": 0-9 -> the file saved, the counts."""
         body_read = False
         try:
@@ -133,12 +133,9 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                 if route == "/save":
                     reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
                 else:
-                    digit = digit_from_request(payload, self.server.decoding)
+                    found = digits_from_request(payload, self.server.decoding)
             if route == "/predict":
-                probabilities = self.server.predict(digit)
-                reply = {"digit": int(probabilities.argmax()),
-                         "probabilities": [round(float(p), 6) for p in probabilities],
-                         "image": np.round(digit * 255).astype(int).tolist()}  # the 28x28 digit the model saw
+                reply = self.server.read(found)
         except BadRequest as e:
             self.close_connection = self.close_connection or not body_read  # what follows is not a request
             self.send_json(e.status, {"error": str(e)})
@@ -196,6 +193,25 @@ class DrawingPageServer(ThreadingHTTPServer):
         except OSError as e:
             raise BadRequest(f"could not save the drawing ({e.strerror})", status=500)
         return {"saved": saved.name, "digit": digit, "counts": saved.counts}
+
+    def read(self, found):
+        """The reply to /predict for the digits Found: "number", and "digits", each with the digit read,
+        its ten probabilities, the 28x28 image the model saw and its box; a photo's "size" (what its
+        boxes refer to). A drawing or photo of one digit also has that digit's "digit",
+        "probabilities" and "image" at the top, as the page's replies always had."""
+        digits = []
+        for piece in found.pieces:
+            probabilities = self.predict(piece.digit)
+            digits.append({"digit": int(probabilities.argmax()),
+                           "probabilities": [round(float(p), 6) for p in probabilities],
+                           "image": np.round(piece.digit * 255).astype(int).tolist(),
+                           "box": [round(float(v), 1) for v in piece.box]})
+        reply = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits}
+        if len(digits) == 1:
+            reply.update({key: digits[0][key] for key in ("digit", "probabilities", "image")})
+        if found.size is not None:
+            reply["size"] = list(found.size)
+        return reply
 
     def predict(self, digit):
         """The model's ten probabilities for one 28x28 digit."""

@@ -1,6 +1,10 @@
 """Draw the digits of drawn_digits.json with the mouse in a real browser and count how many the model reads right.
 
     python tests/draw_accuracy.py --model outputs/model.keras [--screenshot docs/draw.png]
+    python tests/draw_accuracy.py --numbers --model outputs/model.keras [--screenshot docs/draw-number.png]
+
+With --numbers it draws ten two- and three-digit numbers made of those digits instead (NUMBERS) and
+counts the numbers read whole and right.
 
 It starts the program's drawing page (`--draw`) with the model, opens it in headless Chromium
 (Playwright), draws each digit stroke by stroke with mouse moves on the canvas, waits for the page's
@@ -21,6 +25,34 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "handwritten_digit_classification.py"
 DRAWINGS = json.loads((HERE / "drawn_digits.json").read_text())
+
+
+# Ten two- and three-digit numbers, written with the drawn digits above side by side (see number_drawing).
+NUMBERS = ["42", "17", "305", "96", "281", "73", "640", "58", "119", "724"]
+
+
+def number_drawing(number, nth=0, step=None, box=None):
+    """`number` written with the digits of drawn_digits.json side by side, as one drawing (frame 100).
+
+    The digits take turns at their three styles, `step` frame units apart (a digit is about 60 wide:
+    70 leaves a gap of a tenth of its height; by default 64 to 80, by nth), each a little up or down
+    from the line; `box` (left, top, side) puts the number on the canvas, by default in its middle, the
+    digits a quarter to a third of its height.
+    """
+    step = step or 64 + 4 * (nth % 5)
+    strokes, parts = [], []
+    for place, digit in enumerate(number):
+        drawn = [d for d in DRAWINGS["drawings"] if d["digit"] == int(digit)][(nth + place) % 3]
+        lift = (-3, 2, -1, 3)[(nth + place) % 4]
+        strokes += [[[x + place * step, y + lift] for x, y in stroke] for stroke in drawn["strokes"]]
+        parts.append(len(drawn["strokes"]))
+    width = (len(number) - 1) * step + 100
+    high = (0.3, 0.24, 0.36)[nth % 3]  # the digits' height, a share of the canvas', as far as they fit
+    side = min(0.92, high * width / 100)
+    box = box or [round((1 - side) / 2, 3), round(0.5 - side * 50 / width, 3), round(side, 3)]
+    return {"number": number, "box": list(box), "parts": parts,  # how many strokes each digit has, in order
+            "strokes": [[[round(x * 100 / width, 2), round(y * 100 / width, 2)] for x, y in stroke]
+                        for stroke in strokes]}
 
 
 def find_chromium():
@@ -80,7 +112,7 @@ def draw(page, drawing):
 
 
 def read_drawing(page, drawing):
-    """Clear, draw, wait for the page's answer to this very drawing, return the digit it shows."""
+    """Clear, draw, wait for the page's answer to this very drawing, return the digit (or number) it shows."""
     page.click("#clear")
     page.locator('#prediction[data-state="empty"]').wait_for()
     draw(page, drawing)
@@ -88,11 +120,12 @@ def read_drawing(page, drawing):
     return page.inner_text("#prediction").strip()
 
 
-def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_drawing=None):
+def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_drawing=None, phone=False):
     """Each drawing's (drawing, the digit the page shows), and what else the browser saw.
 
     With photo: also give the page that image file by its file picker and by dropping it on the
-    canvas. With screenshot: save one of the page with screenshot_drawing drawn.
+    canvas. With screenshot: save one of the page with screenshot_drawing drawn. With phone: on an
+    upright phone's screen (390 x 844) instead of a desktop window.
     """
     from playwright.sync_api import sync_playwright
 
@@ -100,7 +133,9 @@ def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_dr
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         try:
-            page = browser.new_page(viewport={"width": 1040, "height": 760})
+            screen = ({"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+                       "has_touch": True} if phone else {"viewport": {"width": 1040, "height": 760}})
+            page = browser.new_page(**screen)
             page.on("console", lambda m: m.type == "error" and facts["errors"].append(m.text))
             page.on("pageerror", lambda e: facts["errors"].append(str(e)))
             page.on("request", lambda r: facts["requests"].append(r.url))
@@ -142,6 +177,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="the trained model to measure")
     parser.add_argument("--screenshot", type=Path, help="also save a screenshot of the page with a digit drawn")
+    parser.add_argument("--phone-screenshot", type=Path, help="and one on a phone's screen (390 x 844)")
+    parser.add_argument("--numbers", action="store_true", help="draw the ten numbers of NUMBERS instead")
     args = parser.parse_args()
     chromium = find_chromium()
     if chromium is None:
@@ -150,16 +187,24 @@ def main():
     if url is None:
         sys.exit("the drawing page did not start: " + process.stderr.read().strip())
     try:
-        drawings = DRAWINGS["drawings"]
-        shown = next(d for d in drawings if d["style"] == "with a crossbar")  # small and off-centre
+        if args.numbers:
+            drawings = [number_drawing(number, nth) for nth, number in enumerate(NUMBERS)]
+            shown = drawings[-1]
+        else:
+            drawings = DRAWINGS["drawings"]
+            shown = next(d for d in drawings if d["style"] == "with a crossbar")  # small and off-centre
         results, _ = read_all(url, drawings, chromium, screenshot=args.screenshot, screenshot_drawing=shown)
+        if args.phone_screenshot:
+            read_all(url, [], chromium, screenshot=args.phone_screenshot, screenshot_drawing=shown, phone=True)
     finally:
         process.terminate()
         process.wait()
-    wrong = [(d, seen) for d, seen in results if seen != str(d["digit"])]
+    wrong = [(d, seen) for d, seen in results if seen != d.get("number", str(d.get("digit")))]
     for drawing, seen in wrong:
-        print(f"wrong: {drawing['digit']} ({drawing['style']}) read as {seen}")
-    print(f"{len(results) - len(wrong)} of {len(results)} drawn digits read right "
+        print(f"wrong: {drawing.get('number', drawing.get('digit'))} ({drawing.get('style', 'a number')}) "
+              f"read as {seen}")
+    what = "drawn numbers" if args.numbers else "drawn digits"
+    print(f"{len(results) - len(wrong)} of {len(results)} {what} read right "
           f"({(len(results) - len(wrong)) / len(results):.0%}) by {args.model}")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import browser_or_skip, refusal, run_cli
-from draw_accuracy import DRAWINGS, draw, start_server
+from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
 from digits import folders
@@ -204,3 +204,31 @@ def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, pla
                  for p in metrics["predictions"]}
     assert read_back == files and metrics["images"] == len(files) and metrics["skipped"] == []
     assert f"Images: {len(files)} of your digits" in result.stdout
+
+
+def test_a_number_is_not_saved_as_one_digit(collecting):
+    """A label names one digit: a drawing of several is refused, saying why, and nothing is written;
+    the page shows the refusal where it shows what was saved."""
+    url, folder, _ = collecting
+    before = sorted(p.relative_to(folder) for p in folder.parent.rglob("*"))
+    status, reply = request(url, "POST", "/save", {"strokes": number_drawing("42")["strokes"], "digit": 4})
+    assert (status, reply) == (400, {"error": "the drawing holds 2 digits, nothing saved: save one digit at a "
+                                              "time (Clear, then draw one)"})
+    assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
+    chromium = browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1040, "height": 760})
+            page.goto(url)
+            page.locator('#save-buttons button[data-digit="9"]').wait_for()
+            draw(page, number_drawing("305", 2))
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            page.keyboard.press("3")
+            page.locator("#saved.error", has_text="the drawing holds 3 digits, nothing saved").wait_for()
+            assert page.locator("#piece-list li").count() == 3  # the drawing stays, to clear or finish
+        finally:
+            browser.close()
+    assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before

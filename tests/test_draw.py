@@ -9,16 +9,22 @@ import socket
 import numpy as np
 import pytest
 from conftest import browser_or_skip, bundled_mnist, phone_photo, refusal, run_cli
-from draw_accuracy import DRAWINGS, draw, read_all, start_server
+from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 from PIL import Image
 
 from digits import drawing
+from digits.numbers import MAX_PIECES
+from digits.photos import to_mnist_form
 from digits.server import WEB_DIR
 
 # Quick models like the `trained` fixture's (3,000 images, 2 epochs) read 28, 30 and 29 of the 30
 # drawn digits in the browser (seeds 0, 1, 2); the full default model is measured with
 # tests/draw_accuracy.py (see the README). 24 leaves room for another machine's quick model.
 QUICK_MODEL_RIGHT = 24
+# The ten numbers of draw_accuracy.NUMBERS (two and three digits): quick models read 9, 10 and 9 of
+# them in the browser (seeds 0, 1, 2; each miss is 119 read as 219, its 1 with a flag and a foot,
+# which quick models misread alone too), the default model all 10. Issue 19 asks for 9.
+NUMBERS_RIGHT = 9
 
 
 def http(url, method, target, body=b"", headers=None, content_type="application/json"):
@@ -250,3 +256,136 @@ def test_digits_drawn_with_the_mouse_in_a_browser_are_read(server, tmp_path):
     assert browser["seen_pixels"] > 20  # the 28x28 image the model saw is drawn on the page
     assert browser["errors"] == []  # no script errors, nothing the page's policy refused
     assert all(request.startswith(url) for request in browser["requests"])  # nothing from elsewhere
+
+
+# --- Numbers: several digits in one drawing ------------------------------------------------------
+
+
+def strokes_of(drawn, shift=0.0):
+    """A drawing's strokes as the server parses them, moved `shift` units right."""
+    return [np.array(stroke, dtype=np.float64) + [shift, 0] for stroke in drawn["strokes"]]
+
+
+def test_each_drawn_digit_is_one_digit_and_any_two_side_by_side_are_two():
+    """Strokes are grouped by their horizontal extents: each of the 30 drawn digits (a 4 and a 7 in two
+    strokes, a 5 with its hat apart...) stays whole, and any two written side by side, so close that
+    their extents touch (60 units apart; they are 45 to 70 wide), come apart, left one first."""
+    singles = [strokes_of(drawn) for drawn in DRAWINGS["drawings"]]
+    assert [len(drawing.group_strokes(strokes)) for strokes in singles] == [1] * len(singles)
+    for left in singles:
+        for right in singles:
+            moved = [stroke + [60, 0] for stroke in right]
+            groups = drawing.group_strokes(left + moved)
+            assert len(groups) == 2
+            assert all(a is b for a, b in zip(groups[0] + groups[1], left + moved))
+
+
+def test_a_stroke_a_little_apart_joins_its_digit_but_a_1_beside_a_digit_stays_apart():
+    seven = [np.array([[22, 10], [78, 10], [42, 95]], float)]
+    four = [np.array([[45, 5], [22, 62], [70, 62]], float)]
+    bowl = [np.array([[34, 8], [30, 45], [60, 50], [74, 70], [50, 92], [29, 85]], float)]
+    one = [np.array([[50, 5], [50, 95]], float)]
+    joined = {
+        "a 7's bar drawn off to the right": seven + [np.array([[60, 52], [100, 52]], float)],
+        "a 4's stem just past the end of its bar": four + [np.array([[73, 30], [74, 95]], float)],
+        "a 5's hat reaching past the bowl": bowl + [np.array([[50, 8], [90, 8]], float)],
+    }
+    for name, strokes in joined.items():
+        assert len(drawing.group_strokes(strokes)) == 1, name
+    apart = {
+        "71": seven + [one[0] + [40, 0]],  # the 1 a tenth of the 7's height to its right
+        "17": one + [seven[0] + [38, 0]],
+        "11": one + [one[0] + [9, 0]],
+    }
+    for name, strokes in apart.items():
+        assert len(drawing.group_strokes(strokes)) == 2, name
+    # A slip of the pen beside a digit is left out, but a dot alone is still read
+    assert len(drawing.group_strokes(seven + [np.array([[120, 60]], float)])) == 1
+    assert len(drawing.group_strokes([np.array([[120, 60]], float)])) == 1
+
+
+def test_one_digit_drawn_reads_exactly_as_before(server):
+    """A drawing of one digit: its image is the one the whole drawing always made, and the reply keeps
+    its fields ("digit", "probabilities", "image") beside the number's."""
+    _, url = server
+    for drawn in DRAWINGS["drawings"][::3]:
+        status, reply = predict(url, {"strokes": drawn["strokes"]})
+        assert status == 200, reply
+        whole = to_mnist_form(drawing.render_strokes(strokes_of(drawn)))
+        assert np.array_equal(np.array(reply["image"]), np.round(whole * 255).astype(int))
+        assert reply["number"] == str(reply["digit"]) and len(reply["digits"]) == 1
+        assert {key: reply["digits"][0][key] for key in ("digit", "probabilities", "image")} == {
+            key: reply[key] for key in ("digit", "probabilities", "image")}
+
+
+def test_each_digit_of_a_number_reaches_the_model_as_if_drawn_alone(server):
+    _, url = server
+    for nth, number in enumerate(NUMBERS):
+        drawn = number_drawing(number, nth)
+        status, reply = predict(url, {"strokes": drawn["strokes"]})
+        assert status == 200, reply
+        assert len(reply["digits"]) == len(number) and "digit" not in reply  # no one digit speaks for a number
+        assert reply["number"] == "".join(str(d["digit"]) for d in reply["digits"])
+        lefts = [d["box"][0] for d in reply["digits"]]
+        assert lefts == sorted(lefts)  # left to right
+        ends = np.cumsum([0, *drawn["parts"]])
+        for place, read in enumerate(reply["digits"]):
+            _, alone = predict(url, {"strokes": drawn["strokes"][ends[place] : ends[place + 1]]})
+            assert {key: read[key] for key in ("digit", "probabilities", "image")} == {
+                key: alone[key] for key in ("digit", "probabilities", "image")}, (number, place)
+
+
+def row_of_ones(count):
+    """`count` upright strokes side by side, a third of their height apart."""
+    return [[[30 * n, 0], [30 * n, 90]] for n in range(count)]
+
+
+def test_a_row_of_twelve_digits_is_read_and_more_than_twenty_are_refused(server):
+    _, url = server
+    status, reply = predict(url, {"strokes": number_drawing("415550123456", 3)["strokes"]})
+    assert status == 200 and len(reply["digits"]) == 12, reply
+    status, reply = predict(url, {"strokes": row_of_ones(MAX_PIECES)})
+    assert status == 200 and len(reply["digits"]) == MAX_PIECES
+    status, reply = predict(url, {"strokes": row_of_ones(MAX_PIECES + 1)})
+    assert status == 400
+    assert reply["error"] == (f"{MAX_PIECES + 1} digits drawn, at most {MAX_PIECES} are read at once: "
+                              "draw fewer (Clear, then draw the rest)")
+    status, reply = predict(url, {"strokes": DRAWINGS["drawings"][0]["strokes"]})
+    assert status == 200 and len(reply["probabilities"]) == 10  # still serving
+
+
+def test_numbers_drawn_with_the_mouse_in_a_browser_are_read(server):
+    """Ten two- and three-digit numbers drawn on the page: the number shown large, a card per digit
+    with the 28x28 image it saw; then one digit again, shown as one digit always was."""
+    chromium = browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    _, url = server
+    errors, right, wrong = [], 0, []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1040, "height": 760})
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            for nth, number in enumerate(NUMBERS):
+                shown = read_drawing(page, number_drawing(number, nth))
+                right += shown == number
+                if shown != number:
+                    wrong.append((number, shown))
+                assert page.locator("#piece-list li").count() == len(number)
+                assert page.locator("#seen-figure").is_hidden() and page.locator("#bars").is_hidden()
+                lit = page.evaluate("""() => Array.from(document.querySelectorAll("#piece-list canvas"), (c) =>
+                    Array.from(c.getContext("2d").getImageData(0, 0, 28, 28).data)
+                        .filter((v, i) => i % 4 === 0 && v > 60).length)""")
+                assert len(lit) == len(number) and min(lit) > 20, lit  # each digit's image is drawn
+                assert page.inner_text("#confidence").startswith(f"{len(number)} digits; the least sure ")
+            seven = DRAWINGS["drawings"][21]
+            assert read_drawing(page, seven) in "0123456789"
+            assert page.locator("#pieces").is_hidden() and page.locator("#seen-figure").is_visible()
+            assert page.locator("#bars li").count() == 10 and page.inner_text("#confidence").endswith("% sure")
+        finally:
+            browser.close()
+    assert right >= NUMBERS_RIGHT, wrong
+    assert errors == []  # no script errors, nothing the page's policy refused

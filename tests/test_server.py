@@ -17,8 +17,11 @@ import zlib
 import numpy as np
 import pytest
 from conftest import browser_or_skip, bundled_mnist, flat_images, phone_photo
-from draw_accuracy import DRAWINGS, draw, start_server
+from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
+
+from digits.numbers import find_digits
+from digits.photos import read_image
 
 
 def address(url):
@@ -263,3 +266,79 @@ def test_on_a_phone_the_digit_read_shows_with_the_drawing_area(server, tmp_path)
             assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
         finally:
             browser.close()
+
+
+def test_on_a_phone_a_number_read_shows_with_the_drawing_area(server):
+    """A three-digit number, then a row of twelve: the number and how sure, on the screen with the
+    drawing area, and no sideways scrolling however long the number."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = browser_or_skip()
+    _, url = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+            page.goto(url)
+            for number in ("724", "415550123456"):
+                page.click("#clear")
+                draw(page, number_drawing(number, 9))
+                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+                page.locator("#piece-list li").nth(len(number) - 1).wait_for()
+                assert page.evaluate("window.scrollY") == 0
+                for name in ("#canvas", "#prediction", "#confidence"):
+                    box = page.locator(name).bounding_box()
+                    assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"] - BROWSER_BARS, (name, box)
+                    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
+                assert len(page.inner_text("#prediction").strip()) == len(number)
+                assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], number
+        finally:
+            browser.close()
+
+
+def number_photo(digits, rng):
+    """MNIST digits (28x28 each) written side by side, a few pixels apart, as dark ink on a PNG of light paper."""
+    row = np.concatenate([np.pad(digit, ((0, 0), (3, 3))) for digit in digits], axis=1)
+    scale = int(rng.integers(5, 9))
+    ink = np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, 28 * scale), Image.BICUBIC), float) / 255
+    paper = np.full((ink.shape[0] + 200, ink.shape[1] + 240), 0.92)
+    paper[100 : 100 + ink.shape[0], 120 : 120 + ink.shape[1]] *= 1 - 0.85 * np.clip(ink, 0, 1)
+    return encoded(Image.fromarray(np.uint8(paper * 255), "L"), "PNG")
+
+
+def test_a_photo_on_the_page_is_read_by_the_same_steps_as_predict(server):
+    """The page's photo path is find_digits on the photo as read_image reads it, as --predict's: the same
+    pieces, each the same 28x28 image, their boxes in the photo as read."""
+    _, url = server
+    _, _, x_test, _, _ = bundled_mnist()
+    rng = np.random.default_rng(5)
+    for digits in ((x_test[7],), (x_test[0], x_test[1]), (x_test[2], x_test[3], x_test[4])):
+        data = number_photo(digits, rng)
+        gray, _ = read_image(io.BytesIO(data))
+        pieces = find_digits(gray)
+        status, reply = photo(url, data)
+        assert status == 200, reply
+        assert reply["size"] == [gray.shape[1], gray.shape[0]] and len(reply["digits"]) == len(pieces)
+        for read, piece in zip(reply["digits"], pieces):
+            assert np.array_equal(np.array(read["image"]), np.round(piece.digit * 255).astype(int))
+            assert read["box"] == list(piece.box)
+
+
+PLACEHOLDER = "digits/numbers.py still reads a whole photo as one digit (issue 19's segmentation is not in yet)"
+
+
+def finds_one_digit_in_the_whole_photo(data):
+    """find_digits as the placeholder answers: one piece whose box is the whole picture, margins and all."""
+    gray, _ = read_image(io.BytesIO(data))
+    pieces = find_digits(gray)
+    return len(pieces) == 1 and pieces[0].box == (0, 0, gray.shape[1], gray.shape[0])
+
+
+def test_a_photo_of_a_two_digit_number_is_read_as_the_number(server):
+    _, url = server
+    _, _, x_test, y_test, _ = bundled_mnist()
+    data = number_photo((x_test[0], x_test[1]), np.random.default_rng(6))
+    if finds_one_digit_in_the_whole_photo(data):
+        pytest.xfail(PLACEHOLDER)  # runs, and must pass, once find_digits finds the digits apart
+    status, reply = photo(url, data)
+    assert status == 200 and reply["number"] == f"{y_test[0]}{y_test[1]}", reply

@@ -1,4 +1,5 @@
-// Draw a digit; the server re-draws the strokes as an MNIST digit and says what the network reads.
+// Draw a digit or a number; the server groups the strokes into digits, re-draws each as an MNIST digit
+// and says what the network reads.
 "use strict";
 
 const MAX_PHOTO_BYTES = 12 * 1024 * 1024; // the server (digits/server.py) takes this in base64, in its JSON
@@ -13,6 +14,10 @@ const prediction = document.getElementById("prediction");
 const confidence = document.getElementById("confidence");
 const seen = document.getElementById("seen");
 const bars = document.getElementById("bars");
+const seenFigure = document.getElementById("seen-figure");
+const single = document.getElementById("single");
+const pieces = document.getElementById("pieces");
+const pieceList = document.getElementById("piece-list");
 const ctx = canvas.getContext("2d");
 
 let strokes = []; // each a list of [x, y], in thousandths of the canvas' side (a resize keeps them)
@@ -22,6 +27,7 @@ let drawing = null; // the stroke under the pen, and the pointer drawing it
 let version = 0; // bumped on every change: a reply for an older version is stale
 let inFlight = false;
 let timer = null;
+let outlines = null; // the boxes of the digits read, when there are several: {boxes, photo scale or null}
 
 // The ten bars, built once.
 const rows = [];
@@ -49,6 +55,7 @@ function redraw() {
     const scale = Math.min(size / photo.bitmap.width, size / photo.bitmap.height);
     const w = photo.bitmap.width * scale, h = photo.bitmap.height * scale;
     ctx.drawImage(photo.bitmap, (size - w) / 2, (size - h) / 2, w, h);
+    if (outlines) drawOutlines(scale * photo.bitmap.width / outlines.width, (size - w) / 2, (size - h) / 2, 0);
     return;
   }
   const k = size / UNIT;
@@ -62,6 +69,23 @@ function redraw() {
     if (stroke.length === 1) ctx.lineTo(stroke[0][0] * k + 0.01, stroke[0][1] * k); // a dot
     ctx.stroke();
   }
+  if (outlines) drawOutlines(k, 0, 0, ctx.lineWidth / 2 + 4);
+}
+
+// Where each digit read lies, when there are several: a light dashed box around it, its place above.
+function drawOutlines(k, x0, y0, pad) {
+  ctx.save();
+  ctx.strokeStyle = "#93b4f5";
+  ctx.fillStyle = "#1d4ed8";
+  ctx.lineWidth = 1.5;
+  ctx.setLineDash([5, 4]);
+  ctx.font = "600 12px system-ui, sans-serif";
+  outlines.boxes.forEach(([left, top, right, bottom], n) => {
+    const x = x0 + left * k - pad, y = y0 + top * k - pad;
+    ctx.strokeRect(x, y, (right - left) * k + 2 * pad, (bottom - top) * k + 2 * pad);
+    ctx.fillText(String(n + 1), x + 2, Math.max(12, y - 4));
+  });
+  ctx.restore();
 }
 
 function pointOf(event) {
@@ -72,7 +96,7 @@ function pointOf(event) {
 
 canvas.addEventListener("pointerdown", (event) => {
   if (event.button !== 0 || drawing) return;
-  if (photo) { photo = null; strokes = []; }
+  if (photo) { photo = null; strokes = []; outlines = null; }
   event.preventDefault();
   canvas.setPointerCapture(event.pointerId);
   drawing = { id: event.pointerId, stroke: [pointOf(event)] };
@@ -106,6 +130,7 @@ function clearAll() {
   strokes = [];
   photo = null;
   drawing = null;
+  outlines = null;
   version++;
   clearTimeout(timer);
   timer = null;
@@ -167,11 +192,56 @@ function showError(message) {
   setStatus(message, true);
 }
 
+// 28x28 grey levels (0-255) onto a 28x28 canvas.
+function paint(canvasElement, image) {
+  const context = canvasElement.getContext("2d");
+  const pixels = context.createImageData(28, 28);
+  image.flat().forEach((v, i) => {
+    pixels.data.set([v, v, v, 255], 4 * i);
+  });
+  context.putImageData(pixels, 0, 0);
+}
+
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
+
+// Several digits: one compact card each, the 28x28 image the model saw, the digit and its ten probabilities.
+function showPieces(digits) {
+  pieceList.replaceChildren(...digits.map((read, n) => {
+    const li = document.createElement("li");
+    const p = read.probabilities;
+    li.setAttribute("aria-label", `Digit ${n + 1}: ${read.digit}, ${percent(p[read.digit])} sure`);
+    const image = document.createElement("canvas");
+    image.width = image.height = 28;
+    paint(image, read.image);
+    const said = document.createElement("p");
+    said.innerHTML = `<b>${read.digit}</b> <span>${percent(p[read.digit])}</span>`;
+    const chart = document.createElement("div");
+    chart.className = "mini";
+    chart.setAttribute("aria-hidden", "true");
+    p.forEach((q, d) => {
+      const column = document.createElement("span");
+      column.title = `${d}: ${percent(q)}`;
+      column.classList.toggle("top", d === read.digit);
+      column.innerHTML = `<b><i></i></b><small>${d}</small>`;
+      column.querySelector("i").style.height = `${(100 * q).toFixed(1)}%`; // not an attribute: the page's policy refuses those
+      chart.append(column);
+    });
+    li.append(image, said, chart);
+    return li;
+  }));
+}
+
 function showResult(reply, state = "empty") {
   const seenCtx = seen.getContext("2d");
+  const several = Boolean(reply && reply.digits && reply.digits.length > 1);
+  seenFigure.hidden = single.hidden = several;
+  pieces.hidden = !several;
+  outlines = several ? { boxes: reply.digits.map((d) => d.box), width: reply.size ? reply.size[0] : null } : null;
+  redraw();
   if (!reply) {
     prediction.textContent = "?";
     prediction.dataset.state = state;
+    prediction.dataset.size = "2";
     confidence.textContent = "Nothing drawn yet";
     seenCtx.clearRect(0, 0, 28, 28);
     for (const row of rows) {
@@ -179,6 +249,16 @@ function showResult(reply, state = "empty") {
       row.value.textContent = "–";
       row.li.classList.remove("top");
     }
+    return;
+  }
+  // the CSS sizes a number by how many digits it has: up to 2, 3, 5, 8, 12 or 20
+  prediction.dataset.size = String([2, 3, 5, 8, 12, 20].find((n) => reply.number.length <= n) || 20);
+  if (several) {
+    const least = Math.min(...reply.digits.map((d) => d.probabilities[d.digit]));
+    prediction.textContent = reply.number;
+    prediction.dataset.state = "ready";
+    confidence.textContent = `${reply.digits.length} digits; the least sure ${percent(least)}`;
+    showPieces(reply.digits);
     return;
   }
   const p = reply.probabilities;
@@ -190,11 +270,7 @@ function showResult(reply, state = "empty") {
     row.value.textContent = `${(100 * p[d]).toFixed(1)}%`;
     row.li.classList.toggle("top", d === reply.digit);
   });
-  const pixels = seenCtx.createImageData(28, 28);
-  reply.image.flat().forEach((v, i) => {
-    pixels.data.set([v, v, v, 255], 4 * i);
-  });
-  seenCtx.putImageData(pixels, 0, 0);
+  paint(seen, reply.image);
 }
 
 // Photos: from the file picker, or dropped on the drawing area.
