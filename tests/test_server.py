@@ -324,21 +324,9 @@ def test_a_photo_on_the_page_is_read_by_the_same_steps_as_predict(server):
             assert read["box"] == list(piece.box)
 
 
-PLACEHOLDER = "digits/numbers.py still reads a whole photo as one digit (issue 19's segmentation is not in yet)"
-
-
-def finds_one_digit_in_the_whole_photo(data):
-    """find_digits as the placeholder answers: one piece whose box is the whole picture, margins and all."""
-    gray, _ = read_image(io.BytesIO(data))
-    pieces = find_digits(gray)
-    return len(pieces) == 1 and pieces[0].box == (0, 0, gray.shape[1], gray.shape[0])
-
-
 def test_a_photo_of_a_two_digit_number_is_read_as_the_number(server):
     _, url = server
     _, _, x_test, y_test, _ = bundled_mnist()
     data = number_photo((x_test[0], x_test[1]), np.random.default_rng(6))
-    if finds_one_digit_in_the_whole_photo(data):
-        pytest.xfail(PLACEHOLDER)  # runs, and must pass, once find_digits finds the digits apart
     status, reply = photo(url, data)
     assert status == 200 and reply["number"] == f"{y_test[0]}{y_test[1]}", reply
