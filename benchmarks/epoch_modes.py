@@ -1,8 +1,8 @@
 """Why an epoch takes 5 s one time and 10 s the next: epoch times of the default network under
 several thread and input settings, each run a fresh process, settings alternating.
 
-    python benchmarks/epoch_modes.py                      # every setting, 3 runs of 5 epochs each
-    python benchmarks/epoch_modes.py --settings program interop1 --runs 2 --epochs 4
+    python benchmarks/epoch_modes.py                      # the first four settings, 3 runs of 6 epochs each
+    python benchmarks/epoch_modes.py --settings program keras-pipeline --runs 2 --epochs 4
     python benchmarks/epoch_modes.py --quick              # 2,000 images, 2 epochs: checks that it runs
 
 Every run trains the program's network (digits.networks.build_cnn) on the bundled MNIST in bfloat16
@@ -10,18 +10,18 @@ mixed precision (the precision the default run picks on the AMD EPYC; --precisio
 128, through the program's own training.train() (the accuracy metric, the per-epoch pass over the
 test images for the curves, Ctrl-C handling), under one of these settings:
 
-- program: as the program runs on a CPU of up to 4 cores: TensorFlow runs one operation at a time
-  (digits.backend.one_op_at_a_time) and the batches are gathered without input threads
-  (digits.backend.batches);
-- keras-defaults: neither: TensorFlow's own thread pools and Keras' own input pipeline for arrays
-  (the program before this change);
-- one-op-only: one operation at a time, Keras' input pipeline;
-- batches-only: the program's batches, TensorFlow's own thread pools;
+- program: as the program runs: on TensorFlow on a CPU of up to 4 cores the batches are gathered
+  without input threads of their own (digits.backend.batches);
+- keras-pipeline: the arrays given to Keras as they are, fed by Keras' own input pipeline (its
+  gathering and prefetching threads): the program before this change;
+- one-op: the program with TensorFlow running one operation at a time (one inter-op thread);
+- keras-pipeline-one-op: Keras' pipeline and one operation at a time;
 - one-thread: the program with a single intra-op thread too, the one-thread reference;
 - no-watch: the program without the per-epoch pass over the test images;
 - xla: the program with the training step compiled by XLA (Keras leaves it off on a CPU).
 
-A slow epoch is one over 1.4 times the run's fastest: the table counts them.
+A slow epoch is one over 1.4 times the run's fastest: the table counts them, and sets the idle time
+of the machine's cores in the slow epochs beside that in the others (Linux: /proc/stat).
 """
 
 import argparse
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ("program", "keras-defaults", "one-op-only", "batches-only", "one-thread", "no-watch", "xla")
+SETTINGS = ("program", "keras-pipeline", "one-op", "keras-pipeline-one-op", "one-thread", "no-watch", "xla")
 SLOW = 1.4
 
 
@@ -43,16 +43,15 @@ def worker(setting, epochs, limit, precision):
     sys.path.insert(0, str(ROOT))
     from digits import backend
 
-    if setting in ("keras-defaults", "batches-only"):
-        backend.one_op_at_a_time = lambda: None
-    if setting in ("keras-defaults", "one-op-only"):
-        backend.batches = lambda images, labels, batch_size, shuffle: {"x": images, "y": labels,
-                                                                        "batch_size": batch_size}
-    if setting == "one-thread":
-        backend.import_tensorflow_quietly()
+    if setting.startswith("keras-pipeline"):
+        backend.batches = backend.Batches  # the arrays as they are, for Keras' own pipeline
+    if setting.endswith("one-op") or setting == "one-thread":
+        backend.import_tensorflow_quietly()  # threads are set before TensorFlow starts its runtime
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        if setting == "one-thread":
+            tf.config.threading.set_intra_op_parallelism_threads(1)
     backend.load_keras()
     from digits import data, networks, training
     from digits import precision as precisions
@@ -73,16 +72,45 @@ def worker(setting, epochs, limit, precision):
 
         training.compile_trainer = compile_with_xla
     started = time.perf_counter()
-    fit = training.train(trainer, (x_train, y_train), watch, epochs, 128, optimizer)
+    usage = Usage()
+    fit = training.train(trainer, (x_train, y_train), watch, epochs, 128, optimizer, callbacks=[usage])
     print(json.dumps({"setting": setting, "epoch_seconds": fit.history["epoch_seconds"],
-                      "total": time.perf_counter() - started}))
+                      "cpu_seconds": usage.cpu, "idle_seconds": usage.idle, "total": time.perf_counter() - started}))
+
+
+def machine_idle():
+    """Seconds all cores have been idle since boot (Linux), or 0 where /proc/stat is not there."""
+    try:
+        with open("/proc/stat") as stat:
+            return int(stat.readline().split()[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def Usage():  # noqa: N802 -- a callback class, made once Keras is loaded
+    """A Keras callback recording each epoch's CPU seconds of this process and idle seconds of the machine."""
+    import keras
+
+    class EpochUsage(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.cpu, self.idle = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._cpu, self._idle = time.process_time(), machine_idle()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.cpu.append(round(time.process_time() - self._cpu, 2))
+            self.idle.append(round(machine_idle() - self._idle, 2))
+
+    return EpochUsage()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS[:4]))
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per setting, alternating")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="bfloat16")
     parser.add_argument("--quick", action="store_true", help="2,000 images, 2 epochs, 1 run")
@@ -97,6 +125,7 @@ def main():
     from benchmark import machine
 
     results = {setting: [] for setting in args.settings}
+    usage = {setting: [] for setting in args.settings}
     for run in range(args.runs):
         for setting in args.settings:
             command = [sys.executable, __file__, "--worker", setting, "--epochs", str(args.epochs),
@@ -105,21 +134,33 @@ def main():
                 command += ["--limit-train", str(args.limit_train)]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
-            seconds = json.loads(out.strip().splitlines()[-1])["epoch_seconds"]
+            run_result = json.loads(out.strip().splitlines()[-1])
+            seconds = run_result["epoch_seconds"]
             results[setting].append(seconds)
-            print(f"run {run + 1} {setting}: {' '.join(f'{s:.2f}' for s in seconds)}", flush=True)
+            usage[setting].append(list(zip(seconds, run_result["cpu_seconds"], run_result["idle_seconds"])))
+            print(f"run {run + 1} {setting}: " + " ".join(
+                f"{s:.2f} (cpu {c:.1f}, idle {i:.1f})"
+                for s, c, i in zip(seconds, run_result["cpu_seconds"], run_result["idle_seconds"])), flush=True)
     lines = [f"Machine: {machine()}.", "",
              f"{args.runs} runs of {args.epochs} epochs each, {args.precision}, "
              f"{'all' if not args.limit_train else args.limit_train} training images, batch 128; "
              f"a slow epoch is over {SLOW}x the run's fastest. Median and slow count leave out each run's first epoch "
              "(it traces the step).", "",
-             "| setting | epoch seconds, each run | median s/epoch | slow epochs |", "|---|---|---|---|"]
+             "| setting | epoch seconds, each run | median s/epoch | slow epochs | process CPU s/epoch "
+             "| cores idle s/epoch: other epochs, slow ones |", "|---|---|---|---|---|---|"]
     for setting, runs in results.items():
         later = [s for seconds in runs for s in seconds[1:]]
-        slow = sum(s > SLOW * min(seconds) for seconds in runs for s in seconds[1:])
+        epochs = [(s, c, i, s > SLOW * min(r[0] for r in run)) for run in usage[setting] for s, c, i in run[1:]]
+        slow = sum(is_slow for *_, is_slow in epochs)
+
+        def median(values):
+            return f"{statistics.median(values):.1f}" if values else "-"
+
         shown = "; ".join(" ".join(f"{s:.1f}" for s in seconds) for seconds in runs)
         lines.append(f"| {setting} | {shown} | {statistics.median(later) if later else float('nan'):.2f} "
-                     f"| {slow} of {len(later)} |")
+                     f"| {slow} of {len(later)} | {median([c for _, c, _, _ in epochs])} "
+                     f"| {median([i for _, _, i, s in epochs if not s])}, "
+                     f"{median([i for _, _, i, s in epochs if s])} |")
     print("\n".join(lines))
     if args.output:
         args.output.write_text("\n".join(lines) + "\n")

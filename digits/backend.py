@@ -1,17 +1,19 @@
 """The one backend-specific place: what Keras has no portable call for.
 
 Loading Keras quietly, naming the device and whether it computes bfloat16 natively, deterministic
-kernels, how many steps one call into the backend may run, and TensorBoard's log writer. Each
+kernels, how many steps one call into the backend may run, how the training batches are fed, and
+TensorBoard's log writer. Each
 backend's own module is imported only inside the function that needs it.
 """
 
 import contextlib
 import os
 import sys
+from typing import NamedTuple
 
 from digits.errors import InputError
 
-SMALL_CPU = 4  # cores: up to this many, TensorFlow runs one operation at a time and no input threads
+SMALL_CPU = 4  # cores: up to this many, the training batches are gathered without input threads
 
 
 @contextlib.contextmanager
@@ -40,8 +42,6 @@ def load_keras():
         with silenced_stderr():
             import keras
 
-            if keras.backend.backend() == "tensorflow":
-                one_op_at_a_time()
             if keras.backend.backend() != "torch":  # Keras lists no devices for PyTorch, which logs nothing here
                 keras.distribution.list_devices()  # the GPU probe logs too: let it do so now, silenced
     except KeyboardInterrupt:
@@ -50,32 +50,34 @@ def load_keras():
     return keras
 
 
-def one_op_at_a_time():
-    """TensorFlow on a CPU of a few cores: one operation at a time, each using every core.
+class Batches(NamedTuple):
+    """What Model.fit reads: x, y, batch_size and shuffle as its arguments of those names (y and
+    batch_size None where x is a dataset of batches)."""
 
-    By default TensorFlow runs independent operations side by side (its inter-op threads), each
-    spread over all the cores (its intra-op threads): on 2 cores four busy threads, waiting on each
-    other. Measured on a 2-core AMD EPYC (benchmarks/epoch_modes.py), epochs then fall into a slow
-    mode about twice as slow as the fast one. Set before TensorFlow starts its runtime; a machine
-    with more cores, or a GPU, is left as TensorFlow sets it.
-    """
-    import tensorflow as tf
+    x: object
+    y: object
+    batch_size: int | None
+    shuffle: bool
 
-    if (os.cpu_count() or 1) <= SMALL_CPU and not tf.config.list_physical_devices("GPU"):
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    @property
+    def validation_data(self):
+        """As fit's validation_data takes them."""
+        return self.x if self.y is None else (self.x, self.y)
 
 
 def batches(images, labels, batch_size, shuffle):
-    """What Model.fit and evaluate read `images` and `labels` from, in batches of `batch_size`
-    (reshuffled every epoch if `shuffle`): a dict of their keyword arguments.
+    """Batches of `batch_size` of `images` and `labels` (reshuffled every epoch if `shuffle`), as
+    Model.fit reads them.
 
-    On TensorFlow, a tf.data pipeline that adds no threads of its own: each batch is gathered by
-    index from the arrays, in the thread that asks for it, when it asks. Keras' own pipeline for
-    arrays runs its gathering and prefetching beside the training step, which on a CPU of few cores
-    competes with the step for them. Elsewhere the arrays, as Keras takes them.
+    On TensorFlow on a CPU of a few cores, a tf.data pipeline that adds no threads of its own: each
+    batch is gathered by index from the arrays, in the thread that asks for it, when it asks.
+    Keras' own pipeline for arrays gathers and prefetches batches in threads of its own beside the
+    training step; on 2 cores that put about half the epochs in a mode twice as slow, the cores
+    idle half the time for the same work (benchmarks/epoch_modes.py, docs/speed.md). Elsewhere the
+    arrays, as Keras takes them.
     """
     if backend_name() != "tensorflow" or (os.cpu_count() or 1) > SMALL_CPU:
-        return {"x": images, "y": labels, "batch_size": batch_size}
+        return Batches(images, labels, batch_size, shuffle)
     import tensorflow as tf
 
     options = tf.data.Options()
@@ -88,7 +90,7 @@ def batches(images, labels, batch_size, shuffle):
     if shuffle:
         order = order.shuffle(count, reshuffle_each_iteration=True)
     dataset = order.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
-    return {"x": dataset.with_options(options)}
+    return Batches(dataset.with_options(options), None, None, False)  # shuffled by the dataset itself
 
 
 def import_tensorflow_quietly():

@@ -125,28 +125,42 @@ def plot_filters(model, digit, path, most=64):
     sections = [(kernels, f"First convolution: {learned}{channel} (red positive, blue negative)")]
     for m, name in zip(maps, ("The digit through the first convolution", "Through the second convolution")):
         sections.append((m, f"{name} ({shown(m.shape[-1], 'feature maps')}, {m.shape[0]}x{m.shape[1]})"))
-    grids = [grid_shape(min(images.shape[-1], most)) for images, _ in sections]
+    limit = np.abs(kernels).max() or 1  # one colour scale for all kernels, zero in white
+    shapes = [grid_shape(min(images.shape[-1], most)) for images, _ in sections]
     cell = 0.75  # inches for each small image
-    widest = max(columns for _, columns in grids) + 1  # + 1: the input digit beside the first feature maps
-    heights = [rows * cell + 0.45 for rows, _ in grids]  # + room for the section's title
+    widest = max(columns for _, columns in shapes) + 1  # + 1: the input digit beside the first feature maps
+    heights = [rows * cell + 0.45 for rows, _ in shapes]  # + room for the section's title
+    # Each section one image, its small images tiled with a gap: a few axes draw much faster than a hundred.
     fig = plt.figure(figsize=(max(8, widest * cell), sum(heights)), layout="constrained")
-    subfigures = fig.subfigures(len(sections), 1, height_ratios=heights, squeeze=False).flat
-    for k, (subfig, (images, title), (rows, columns)) in enumerate(zip(subfigures, sections, grids)):
-        axes = subfig.subplots(rows, columns + (k == 1), squeeze=False)
-        for ax in axes.flat:
-            ax.set_axis_off()
+    grid = fig.add_gridspec(len(sections), widest, height_ratios=heights)
+    for k, ((images, title), (_, columns)) in enumerate(zip(sections, shapes)):
+        images = np.moveaxis(images[..., : min(images.shape[-1], most)], -1, 0)
+        if k == 0:
+            tiles, style = images / limit, {"cmap": "RdBu_r", "vmin": -1, "vmax": 1}
+        else:  # each map on its own scale, as imshow would give it alone
+            low = images.min(axis=(1, 2), keepdims=True)
+            tiles, style = (images - low) / np.maximum(images.max(axis=(1, 2), keepdims=True) - low, 1e-12), {}
+        ax = fig.add_subplot(grid[k, 1 : columns + 1] if k == 1 else grid[k, :columns])
+        ax.imshow(mosaic(tiles, columns), interpolation="nearest", **({"cmap": "viridis"} | style))
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=11)
         if k == 1:
-            axes[0, 0].imshow(digit[:, :, 0], cmap="gray_r")
-            axes[0, 0].set_title("input", fontsize=9)
-            axes = axes[:, 1:]
-        limit = np.abs(kernels).max() or 1  # one colour scale for all kernels, zero in white
-        for i, ax in enumerate(axes.flat[: min(images.shape[-1], most)]):
-            if k == 0:
-                ax.imshow(images[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-            else:
-                ax.imshow(images[:, :, i], cmap="viridis")
-        subfig.suptitle(title)
+            first = fig.add_subplot(grid[k, 0])
+            first.imshow(digit[:, :, 0], cmap="gray_r")
+            first.set_title("input", fontsize=9)
+            first.set_axis_off()
     save_figure(fig, path)
+
+
+def mosaic(images, columns, gap=1):
+    """(count, height, width) images tiled `columns` a row, `gap` blank pixels between (NaN: not drawn)."""
+    count, height, width = images.shape
+    rows = -(-count // columns)
+    tiled = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap), np.nan, np.float32)
+    for i, image in enumerate(images):
+        top, left = (i // columns) * (height + gap), (i % columns) * (width + gap)
+        tiled[top : top + height, left : left + width] = image
+    return tiled
 
 
 def short_name(path, width=24):

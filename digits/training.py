@@ -175,10 +175,11 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     network = trainer.layers[-1]
     settle = SettleBatchNorm(network, train_data[0])
     with handling_stop_signals(stop.handle):
-        watch = batches(*watch_data, EVAL_BATCH_SIZE, shuffle=False) if watch_data else {}
-        history = trainer.fit(**batches(*train_data, batch_size, shuffle=True), epochs=epochs,
-                              validation_data=(watch["x"], watch["y"]) if "y" in watch else watch.get("x"),
-                              validation_batch_size=watch.get("batch_size"),
+        data = batches(*train_data, batch_size, shuffle=True)
+        watch = batches(*watch_data, EVAL_BATCH_SIZE, shuffle=False) if watch_data else None
+        history = trainer.fit(data.x, data.y, batch_size=data.batch_size, shuffle=data.shuffle, epochs=epochs,
+                              validation_data=watch and watch.validation_data,
+                              validation_batch_size=watch and watch.batch_size,
                               callbacks=[record_rate, settle, *callbacks, stop, WatchedProgress(watched)],
                               verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
     settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
