@@ -66,7 +66,9 @@ def run_once(command, env, extra, output_dir):
     return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, "accuracy": metrics["test_accuracy"],
             "validation": validation, "train_images": metrics.get("data", {}).get("train_images"),
             "train": metrics["train_seconds"], "epochs": metrics["epochs_completed"],
-            "backend": config.get("backend", "tensorflow"), "precision": config.get("precision", "float32")}
+            "backend": config.get("backend", "tensorflow"), "precision": config.get("precision", "float32")
+            + {True: " (remembered)", False: " (measured)"}.get(config.get("precision_remembered"), ""),
+            "startup": metrics.get("startup_seconds"), "epoch_seconds": history.get("epoch_seconds")}
 
 
 def main():
@@ -121,10 +123,10 @@ def main():
               f"{'quick mode: ' if args.quick else ''}"
               f"{f'{images:,} training images' if args.limit_train else 'full MNIST'}, {epochs} "
               f"epoch{'s' if epochs > 1 else ''}."), "",
-             ("| configuration | backend, precision | s/epoch | end-to-end s | images/s (training) "
+             ("| configuration | backend, precision | start-up s | s/epoch | end-to-end s | images/s (training) "
               "| validation accuracy (mean) | test accuracy (mean ± sd) | peak memory MB "
               f"| speed-up vs {base_name} (end to end) | accuracy vs {base_name} (pp) |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
         wall = np.mean([r["wall"] for r in runs])
         train = np.mean([r["train"] / r["epochs"] for r in runs])
@@ -133,11 +135,19 @@ def main():
         trained = runs[0]["train_images"] or images  # fewer with --validation-split
         validation = [r["validation"] for r in runs if r["validation"] is not None]
         validation = f"{np.mean(validation):.4f}" if validation else "—"
-        lines.append(f"| {name} | {chosen} | {train:.2f} | {wall:.1f} | {trained / train:,.0f} | {validation} | "
+        startup = [r["startup"] for r in runs if r["startup"] is not None]
+        startup = f"{np.mean(startup):.1f}" if startup else "—"
+        lines.append(f"| {name} | {chosen} | {startup} | {train:.2f} | {wall:.1f} | {trained / train:,.0f} "
+                     f"| {validation} | "
                      f"{np.mean(accuracy):.4f} ± {np.std(accuracy):.4f} | {max(r['peak_mb'] for r in runs):,.0f} | "
                      f"{base_wall / wall:.2f}x | {100 * (np.mean(accuracy) - base_accuracy):+.2f} |")
     each = {name: ", ".join(f"{r['accuracy']:.4f}" for r in runs) for name, runs in results.items()}
     lines += ["", "Each run's test accuracy: " + "; ".join(f"{name}: {acc}" for name, acc in each.items())]
+    lines += [f"Each epoch's seconds, {name}: "
+              + "; ".join(" ".join(f"{t:.1f}" for t in r["epoch_seconds"]) for r in runs)
+              for name, runs in results.items() if all(r["epoch_seconds"] for r in runs)]
+    lines += ["", "Start-up: from the program's start to the end of its first training steps (loading Keras and the "
+              "data, the precision, building the network, tracing the step), as its metrics.json records it."]
     table = "\n".join(lines)
     print(table)
     if args.output:
