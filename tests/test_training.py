@@ -1,5 +1,6 @@
 """Training settings through the real command line: schedules, precision, validation split; the evaluation maths."""
 import json
+import os
 
 import keras
 import numpy as np
@@ -148,3 +149,26 @@ def test_cosine_schedule_at_its_turning_points():
     constant = training.make_optimizer("constant", 0.001, epochs=4, steps=10)
     constant.iterations.assign(25)
     assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(0.001)
+
+
+def test_training_batches_cover_every_image_once_an_epoch_in_a_new_order():
+    """On TensorFlow on a CPU of a few cores (these machines), the batches come from the program's own
+    tf.data pipeline: every image once an epoch, in batches of the size asked for, reshuffled each epoch."""
+    from digits import backend
+
+    images = (np.arange(1000) % 256).astype(np.uint8).reshape(1000, 1, 1, 1)
+    labels = np.arange(1000, dtype=np.int32)  # each image's own index, to follow it
+    fed = backend.batches(images, labels, 128, shuffle=True)
+    if keras.backend.backend() != "tensorflow" or os.cpu_count() > backend.SMALL_CPU:
+        assert fed == (images, labels, 128, True)  # Keras' own pipeline, as it takes arrays
+        return
+    assert fed.y is None and fed.batch_size is None and fed.shuffle is False  # shuffled by the dataset itself
+    epochs = [[(np.asarray(x), np.asarray(y)) for x, y in fed.x] for _ in range(2)]
+    for epoch in epochs:
+        assert [len(y) for _, y in epoch] == [128] * 7 + [104]
+        order = np.concatenate([y for _, y in epoch])
+        assert sorted(order) == list(range(1000))
+        assert all((x.ravel() == y % 256).all() for x, y in epoch)  # each label still with its image
+    assert not np.array_equal(*(np.concatenate([y for _, y in epoch]) for epoch in epochs))
+    watched = backend.batches(images, labels, 1000, shuffle=False)
+    assert [np.asarray(y).tolist() for _, y in watched.x] == [list(range(1000))]  # in order, for the curves
