@@ -13,17 +13,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from digits.photos import _sliding, centred
+from digits.photos import centred
 from digits.segment import SPECK, Group, _gap, _joined, digit_height
 
-MAX_JOIN = 4  # pieces one digit may be joined from (the parts of a dashed 7, or a 5 cut in three)
+MAX_JOIN = 5  # pieces one digit may be joined from (the parts of a dashed 7, or a 5 cut in three)
 CUTTABLE = 0.55  # of the digits' height: a part narrower than this is one digit, or part of one
 CUTTABLE_ALONE = 0.9  # of its own height: the same for a part with no other beside it
-VALLEYS = 0.3  # of the digits' height: the least width between two places a part is tried cut at
-BAND = 0.18  # of the digits' height: how far a cut may wander left or right of its valley
+VALLEYS = 0.2  # of the digits' height: the least width between two cuts of a part
+BAND = 0.18  # of the digits' height: how far a cut may wander left or right of where it is tried
 STROKE_PRICE = 1.5  # in log-probability: the price of a cut for each stroke of ink it goes through
-WIDE_PRICE = 6.0  # ... for each digit's height a run is wider than WIDEST
-WIDEST = 1.1  # of the digits' height
+WIDE_PRICE = 4.0  # ... for each digit's height a run is wider than WIDEST
+WIDEST = 0.9  # of the digits' height
 LOW_PRICE = 12.0  # ... for each digit's height a run is lower than LOWEST
 LOWEST = 0.5  # of the digits' height
 NEAR_SPECK = 0.1  # of the digits' height: a speck this close to a part is part of it
@@ -39,8 +39,8 @@ class Bit(NamedTuple):
     right_cut: float
 
 
-def _parts(labels, count, ink_mask):
-    """The line's parts as Groups, specks close to a part joined to it, others dropped; and the digits' height."""
+def parts_of(labels, count, ink_mask):
+    """The line's parts as Groups, each speck close to a part joined to it, the others dropped."""
     ys, xs = np.nonzero(ink_mask)
     part = labels[ys, xs]
     area = np.bincount(part, minlength=count + 1)
@@ -62,48 +62,49 @@ def _parts(labels, count, ink_mask):
             nearest = min(groups, key=lambda g: _gap(speck, g))
             if _gap(speck, nearest) <= NEAR_SPECK * height:
                 groups = [g if g is not nearest else _joined(g, speck) for g in groups]
-    return groups, height
+    return groups
 
 
-def _seam(ink, column, reach):
-    """The path from top to bottom through the least ink, a column a row at most, within `reach` of
-    `column`: its column in each row, and the ink it goes through."""
-    low, high = max(0, column - reach), min(ink.shape[1], column + reach + 1)
-    cost = ink[:, low:high].astype(np.float64)
-    total = cost[0].copy()
-    step = np.zeros(cost.shape, np.int8)
-    for row in range(1, len(cost)):
-        left = np.concatenate([[np.inf], total[:-1]]) + 0.02
-        right = np.concatenate([total[1:], [np.inf]]) + 0.02
-        choices = np.stack([left, total, right])
-        step[row] = np.argmin(choices, axis=0) - 1
-        total = cost[row] + choices.min(axis=0)
-    path = np.zeros(len(cost), int)
-    path[-1] = int(np.argmin(total))
-    for row in range(len(cost) - 1, 0, -1):
-        path[row - 1] = path[row] + step[row, path[row]]
-    return path + low, float(cost[np.arange(len(cost)), path].sum())
+def _seams(ink, columns, reach):
+    """For each of `columns`, the path from top to bottom of a part's ink (a boolean image) through
+    the least ink, a column a row at most, within `reach` of it (beyond the part's sides counts as
+    ink): [(its column in each row, the ink it goes through)], all found together."""
+    padded = np.pad(ink.astype(np.float64), ((0, 0), (reach, reach)), constant_values=1.0)
+    windows = np.stack([padded[:, c : c + 2 * reach + 1] for c in columns])  # (paths, rows, band)
+    count, rows, _ = windows.shape
+    total, wall = windows[:, 0].copy(), np.full((count, 1), np.inf)
+    steps = np.zeros((rows, *total.shape), np.int8)
+    for row in range(1, rows):
+        choices = np.stack([np.concatenate([wall, total[:, :-1]], axis=1) + 0.02, total,
+                            np.concatenate([total[:, 1:], wall], axis=1) + 0.02])
+        steps[row] = choices.argmin(axis=0) - 1
+        total = windows[:, row] + choices.min(axis=0)
+    paths, each = np.zeros((rows, count), int), np.arange(count)
+    paths[-1] = total.argmin(axis=1)
+    for row in range(rows - 1, 0, -1):
+        paths[row - 1] = paths[row] + steps[row, each, paths[row]]
+    through = windows[each[None, :], np.arange(rows)[:, None], paths].sum(axis=0)
+    return [(paths[:, k] + column - reach, float(through[k])) for k, column in enumerate(columns)]
 
 
-def _valleys(ink, height):
-    """Columns of a part's ink (a boolean image) where two digits may touch: low points of its
-    column profile, at least VALLEYS of the digits' height apart and from either end."""
+def _cuts(ink, height, reach):
+    """Where a part's ink (a boolean image) may be cut in two digits: paths from top to bottom
+    through the least ink, tried every few columns, the cheapest at least VALLEYS of the digits'
+    height apart and from either end; (path, ink it goes through) left to right."""
     width = ink.shape[1]
-    profile = _sliding(ink.sum(axis=0, keepdims=True).astype(np.float32), 3, np.mean)[0]
-    edge, apart = max(2, round(0.15 * height)), max(2, round(VALLEYS * height))
-    reach = max(1, round(0.1 * height))
-    padded = np.pad(profile, reach, constant_values=np.inf)
-    lowest = np.lib.stride_tricks.sliding_window_view(padded, 2 * reach + 1).min(axis=1)
+    edge, apart = max(2, round(0.1 * height)), max(2, round(VALLEYS * height))
+    tried = _seams(ink, list(range(edge, width - edge, max(1, round(0.05 * height)))), reach)
     found = []
-    for c in sorted(range(edge, width - edge), key=lambda c: profile[c]):
-        if profile[c] <= lowest[c] and all(abs(c - f) >= apart for f in found):
-            found.append(c)
-    return sorted(found)
+    for path, through in sorted(tried, key=lambda t: t[1]):
+        middle = path.mean()
+        if edge <= middle <= width - edge and all(abs(middle - f[0].mean()) >= apart for f in found):
+            found.append((path, through))
+    return sorted(found, key=lambda f: f[0].mean())
 
 
-def bits_of(labels, count, ink_mask, ink, stroke):
-    """The line's ink over-segmented into Bits, left to right, and the digits' height."""
-    groups, height = _parts(labels, count, ink_mask)
+def bits_of(groups, labels, ink_mask, stroke):
+    """The line's ink, in Groups of parts, over-segmented into Bits, left to right; and the digits' height."""
+    height = digit_height(groups)
     bits = []
     for number, g in enumerate(groups):
         mine = np.isin(labels[g.top : g.bottom, g.left : g.right], list(g.parts))
@@ -111,10 +112,8 @@ def bits_of(labels, count, ink_mask, ink, stroke):
         width, own = g.right - g.left, g.bottom - g.top
         cuts = []
         if width > (CUTTABLE_ALONE * own if len(groups) == 1 else CUTTABLE * height):
-            reach = max(1, round(BAND * height))
             last = np.zeros(own, int)
-            for column in _valleys(mine, height):
-                path, through = _seam(mine, column, reach)
+            for path, through in _cuts(mine, height, max(1, round(BAND * height))):
                 path = np.maximum(path, last)
                 cuts.append((path, through / max(stroke, 1.0)))
                 last = path
@@ -160,9 +159,9 @@ class Run(NamedTuple):
     digit: np.ndarray
 
 
-def read_line(labels, count, ink_mask, ink, stroke, reader):
+def read_line(groups, labels, ink_mask, ink, stroke, reader):
     """The line's digits, left to right, as Runs: the joins of its Bits the reader reads surest."""
-    bits, height = bits_of(labels, count, ink_mask, ink, stroke)
+    bits, height = bits_of(groups, labels, ink_mask, stroke)
     runs = [(i, j) for i in range(len(bits)) for j in range(i + 1, min(len(bits), i + MAX_JOIN) + 1)
             if j == i + 1 or _box(bits[i:j])[2][2] - _box(bits[i:j])[2][0] <= 2 * height]
     images = np.stack([_image(ink, bits[i:j]) for i, j in runs])

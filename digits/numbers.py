@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.cuts import read_line
+from digits.cuts import parts_of, read_line
 from digits.errors import InputError
 from digits.photos import _sliding, clean_ink, to_mnist_form
 from digits.segment import GAP, group_parts, label, split_wide
@@ -35,8 +35,10 @@ class Piece(NamedTuple):
 def find_digits(gray, reader=None):
     """The digits in a grayscale picture (2-D float array in [0, 1]), left to right.
 
-    Returns [] when the picture holds no ink. Raises InputError when it holds more than MAX_PIECES
-    pieces (a page of text, not a number).
+    `reader`: the network, a function from a stack of 28x28 MNIST-form images to their ten
+    probabilities each (N, 10). Given, the line is cut where the digits it makes are read surest
+    (digits.cuts); without it, by rules alone (digits.segment). Returns [] when the picture holds no
+    ink. Raises InputError when it holds more than MAX_PIECES pieces (a page of text, not a number).
     """
     whole = to_mnist_form(gray)  # exactly what a picture of one digit has always been read as
     if whole is None:
@@ -56,15 +58,15 @@ def find_digits(gray, reader=None):
     if count > MAX_PARTS:
         raise InputError(f"more than {MAX_PARTS} separate marks: a page of writing, not a number: crop the picture "
                          f"to the number (at most {MAX_PIECES} digits)")
+    groups = group_parts(labels, count, ink_mask)
+    if len(groups) > MAX_PIECES:
+        raise _too_many(len(groups))
     if reader is not None:
-        runs = read_line(labels, count, ink_mask, ink, stroke, reader)
+        runs = read_line(parts_of(labels, count, ink_mask),  labels, ink_mask, ink, stroke, reader)
         pieces_map, boxes = np.zeros(labels.shape, np.int32), [run.box for run in runs]
         for k, run in enumerate(runs, start=1):
             pieces_map[run.ys, run.xs] = k
     else:
-        groups = group_parts(labels, count, ink_mask)
-        if len(groups) > MAX_PIECES:
-            raise _too_many(len(groups))
         pieces_map, boxes = split_wide(groups, labels, ink_mask, alone=len(groups) == 1)
     if len(boxes) > MAX_PIECES:
         raise _too_many(len(boxes))
