@@ -24,6 +24,8 @@ BAND = 0.18  # of the digits' height: how far a cut may wander left or right of 
 STROKE_PRICE = 1.5  # in log-probability: the price of a cut for each stroke of ink it goes through
 WIDE_PRICE = 4.0  # ... for each digit's height a run is wider than WIDEST
 WIDEST = 0.9  # of the digits' height
+APART_PRICE = 2.0  # ... for paper between its parts along the line
+APART = 0.1  # of the digits' height: paper this wide or wider pays the whole APART_PRICE
 LOW_PRICE = 12.0  # ... for each digit's height a run is lower than LOWEST
 LOWEST = 0.5  # of the digits' height
 NEAR_SPECK = 0.1  # of the digits' height: a speck this close to a part is part of it
@@ -147,7 +149,12 @@ def _price(bits, height):
     """The price, in log-probability, of taking a run of Bits as one digit, before it is read."""
     *_, (left, top, right, bottom) = _box(bits)
     price = WIDE_PRICE * max(0.0, (right - left) / height - WIDEST)
-    return price + LOW_PRICE * max(0.0, LOWEST - (bottom - top) / height)
+    price += LOW_PRICE * max(0.0, LOWEST - (bottom - top) / height)
+    reached = bits[0].xs.max()
+    for bit in bits[1:]:  # paper between two parts along the line: most likely two digits
+        price += APART_PRICE * min(1.0, max(0, bit.xs.min() - reached - 1) / (APART * height))
+        reached = max(reached, bit.xs.max())
+    return price
 
 
 class Run(NamedTuple):
