@@ -36,9 +36,10 @@ def find_digits(gray, reader=None):
     """The digits in a grayscale picture (2-D float array in [0, 1]), left to right.
 
     `reader`: the network, a function from a stack of 28x28 MNIST-form images to their ten
-    probabilities each (N, 10). Given, the line is cut where the digits it makes are read surest
-    (digits.cuts); without it, by rules alone (digits.segment). Returns [] when the picture holds no
-    ink. Raises InputError when it holds more than MAX_PIECES pieces (a page of text, not a number).
+    probabilities each (N, 10). Given, a picture the rules find more than one digit in is cut where
+    the digits it makes are read surest (digits.cuts); without it, by rules alone (digits.segment).
+    Returns [] when the picture holds no ink. Raises InputError when it holds more than MAX_PIECES
+    pieces (a page of text, not a number).
     """
     whole = to_mnist_form(gray)  # exactly what a picture of one digit has always been read as
     if whole is None:
@@ -61,13 +62,12 @@ def find_digits(gray, reader=None):
     groups = group_parts(labels, count, ink_mask)
     if len(groups) > MAX_PIECES:
         raise _too_many(len(groups))
-    if reader is not None:
-        runs = read_line(parts_of(labels, count, ink_mask),  labels, ink_mask, ink, stroke, reader)
+    pieces_map, boxes = split_wide(groups, labels, ink_mask, alone=len(groups) == 1)
+    if reader is not None and len(boxes) > 1:  # one digit by the rules is read as it always was
+        runs = read_line(parts_of(labels, count, ink_mask), labels, ink_mask, ink, stroke, reader)
         pieces_map, boxes = np.zeros(labels.shape, np.int32), [run.box for run in runs]
         for k, run in enumerate(runs, start=1):
             pieces_map[run.ys, run.xs] = k
-    else:
-        pieces_map, boxes = split_wide(groups, labels, ink_mask, alone=len(groups) == 1)
     if len(boxes) > MAX_PIECES:
         raise _too_many(len(boxes))
     scale_y, scale_x = height / ink.shape[0], width / ink.shape[1]
