@@ -194,10 +194,11 @@ class Found(NamedTuple):
     size: tuple | None  # the photo as read, (width, height), which its boxes refer to; None for a drawing
 
 
-def photo_digits(gray):
-    """find_digits, as --predict reads a photo, with its refusals as BadRequest."""
+def photo_digits(gray, reader=None):
+    """find_digits, as --predict reads a photo (cut where `reader`, the model, reads surest), with its
+    refusals as BadRequest."""
     try:
-        pieces = find_digits(gray)
+        pieces = find_digits(gray, reader)
     except InputError as e:
         raise BadRequest(str(e))
     if not pieces:
@@ -205,9 +206,10 @@ def photo_digits(gray):
     return pieces
 
 
-def digits_from_request(payload, budget=None):
+def digits_from_request(payload, budget=None, reader=None):
     """The request's "strokes" (grouped into digits, each drawn again) or "image" (a photo, decoded
-    within the Budget of pixels if one is given, read as --predict reads it) as Found digits."""
+    within the Budget of pixels if one is given, read as --predict reads it, with the `reader` that
+    find_digits takes) as Found digits."""
     if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
     if "strokes" in payload:
@@ -216,7 +218,7 @@ def digits_from_request(payload, budget=None):
             raise BadRequest("blank image: no digit found")
         return Found(pieces, None)
     gray = decode_photo(payload["image"], budget)
-    return Found(photo_digits(gray), (gray.shape[1], gray.shape[0]))
+    return Found(photo_digits(gray, reader), (gray.shape[1], gray.shape[0]))
 
 
 def digit_from_request(payload, budget=None):

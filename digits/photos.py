@@ -265,8 +265,12 @@ def to_mnist_form(gray):
         if border.mean() < 0.1 and has_edges(gray):
             return gray  # already MNIST-shaped: leave it exactly as it is
     ink = clean_ink(gray)
-    if ink is None:
-        return None
+    return None if ink is None else centred(ink)
+
+
+def centred(ink):
+    """Ink (light on black, some of it above 0) cropped to itself, its longer side scaled to 20
+    pixels and placed in 28x28 by its centre of mass, as MNIST's digits are."""
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     height, width = ink.shape

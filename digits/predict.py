@@ -66,10 +66,11 @@ class Predictions(NamedTuple):
     failed: int
 
 
-def read_pieces(path):
-    """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason."""
+def read_pieces(path, reader=None):
+    """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason;
+    `reader`: find_digits'."""
     gray, preview = read_image(path)
-    pieces = find_digits(gray)
+    pieces = find_digits(gray, reader)
     if not pieces:
         raise InputError("blank image: no digit found")
     return preview, gray.shape, pieces  # the small copy only: a photo's pixels are let go
@@ -95,7 +96,7 @@ def predict_images(model, paths):
     read, failed = [], 0
     for path in paths:
         try:
-            read.append((path, read_pieces(path)))
+            read.append((path, read_pieces(path, lambda digits: np.asarray(model.predict_on_batch(digits[..., None])))))
         except InputError as e:
             read.append((path, e))
             failed += 1

@@ -133,7 +133,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                 if route == "/save":
                     reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
                 else:
-                    found = digits_from_request(payload, self.server.decoding)
+                    found = digits_from_request(payload, self.server.decoding, self.server.read_digits)
             if route == "/predict":
                 reply = self.server.read(found)
         except BadRequest as e:
@@ -215,8 +215,12 @@ class DrawingPageServer(ThreadingHTTPServer):
 
     def predict(self, digit):
         """The model's ten probabilities for one 28x28 digit."""
+        return self.read_digits(digit[None])[0]
+
+    def read_digits(self, digits):
+        """The model's ten probabilities for each of a stack of 28x28 digits (find_digits' reader)."""
         with self.model_lock:
-            return np.asarray(self.model.predict_on_batch(digit[None, :, :, None]), np.float64)[0]
+            return np.asarray(self.model.predict_on_batch(digits[..., None]), np.float64)
 
     def warm_up(self):
         """The first prediction compiles the model: do it before the first visitor waits for it."""
