@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from digits.cuts import parts_of, read_line
-from digits.errors import InputError
+from digits.errors import IMAGE_SIZE, InputError
 from digits.photos import _sliding, clean_ink, to_mnist_form
 from digits.segment import GAP, group_parts, label, split_wide
 
@@ -45,6 +45,8 @@ def find_digits(gray, reader=None):
     if whole is None:
         return []
     height, width = gray.shape
+    if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):  # MNIST's own size holds one digit, however broken
+        return [Piece((0, 0, width, height), whole)]
     ink = clean_ink(gray, SEGMENT_SIZE, step=2)
     if ink is None:
         return [Piece((0, 0, width, height), whole)]
