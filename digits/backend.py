@@ -2,8 +2,8 @@
 
 Loading Keras quietly, naming the device and whether it computes bfloat16 natively, deterministic
 kernels, how many steps one call into the backend may run, how the training batches are fed, and
-TensorBoard's log writer. Each
-backend's own module is imported only inside the function that needs it.
+TensorBoard's log writer. Each backend's own module is imported only inside the function that
+needs it.
 """
 
 import contextlib
