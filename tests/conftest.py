@@ -1,4 +1,5 @@
 """Shared helpers of the tests: running the program, the bundled data read once, data and photo makers."""
+import contextlib
 import functools
 import gzip
 import io
@@ -72,6 +73,20 @@ def server(trained):
     yield process, url
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def browser_page(**options):
+    """A page of Debian's Chromium driven by Playwright (new_page's `options`), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            yield browser.new_page(**options)
+        finally:
+            browser.close()
 
 
 def browser_or_skip():

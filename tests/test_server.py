@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import browser_or_skip, bundled_mnist, flat_images, phone_photo
+from conftest import browser_page, bundled_mnist, flat_images, phone_photo
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
@@ -244,56 +244,40 @@ BROWSER_BARS = 180  # what the browser's address and tool bars take of its heigh
 def test_on_a_phone_the_digit_read_shows_with_the_drawing_area(server, tmp_path):
     """At 390 x 844, less the browser's bars, the whole drawing area and the answer (digit and how sure)
     are on the screen at once: nobody scrolls between drawing and reading."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = browser_or_skip()
     _, url = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-            page.goto(url)
-            draw(page, DRAWINGS["drawings"][21])  # a 7
-            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-            page.screenshot(path=str(tmp_path / "phone.png"))
-            assert page.evaluate("window.scrollY") == 0
-            visible = PHONE["height"] - BROWSER_BARS
-            boxes = {name: page.locator(name).bounding_box() for name in ("#canvas", "#prediction", "#confidence")}
-            for name, box in boxes.items():
-                assert box["y"] >= 0 and box["y"] + box["height"] <= visible, (name, box)
-                assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
-            assert boxes["#canvas"]["width"] >= 0.8 * PHONE["width"]  # still a drawing area a finger can use
-            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
-        finally:
-            browser.close()
+    with browser_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True) as page:
+        page.goto(url)
+        draw(page, DRAWINGS["drawings"][21])  # a 7
+        page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "phone.png"))
+        assert page.evaluate("window.scrollY") == 0
+        visible = PHONE["height"] - BROWSER_BARS
+        boxes = {name: page.locator(name).bounding_box() for name in ("#canvas", "#prediction", "#confidence")}
+        for name, box in boxes.items():
+            assert box["y"] >= 0 and box["y"] + box["height"] <= visible, (name, box)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
+        assert boxes["#canvas"]["width"] >= 0.8 * PHONE["width"]  # still a drawing area a finger can use
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scrolling
 
 
 def test_on_a_phone_a_number_read_shows_with_the_drawing_area(server):
     """A three-digit number, then a row of twelve: the number and how sure, on the screen with the
     drawing area, and no sideways scrolling however long the number."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = browser_or_skip()
     _, url = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-            page.goto(url)
-            for number in ("724", "415550123456"):
-                page.click("#clear")
-                draw(page, number_drawing(number, 9))
-                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-                page.locator("#piece-list li").nth(len(number) - 1).wait_for()
-                assert page.evaluate("window.scrollY") == 0
-                for name in ("#canvas", "#prediction", "#confidence"):
-                    box = page.locator(name).bounding_box()
-                    assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"] - BROWSER_BARS, (name, box)
-                    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
-                assert len(page.inner_text("#prediction").strip()) == len(number)
-                assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], number
-        finally:
-            browser.close()
+    with browser_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True) as page:
+        page.goto(url)
+        for number in ("724", "415550123456"):
+            page.click("#clear")
+            draw(page, number_drawing(number, 9))
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            page.locator("#piece-list li").nth(len(number) - 1).wait_for()
+            assert page.evaluate("window.scrollY") == 0
+            for name in ("#canvas", "#prediction", "#confidence"):
+                box = page.locator(name).bounding_box()
+                assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"] - BROWSER_BARS, (name, box)
+                assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (name, box)
+            assert len(page.inner_text("#prediction").strip()) == len(number)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], number
 
 
 def number_photo(digits, rng):
