@@ -9,7 +9,8 @@ per digit, 40 to 150 pixels high, half as dark ink on paper (uneven light, grain
 chalk on a board (textured), blurred a little and saved as JPEG (quality 60 to 92). The program's own
 --predict reads them all in one call; a number counts as read when every digit is right and there
 are no more and no fewer. Also printed: the digits the model misreads even clean (28x28, as MNIST has
-them), so that the model's own mistakes can be told from the photo's.
+them), so that the model's own mistakes can be told from the photo's (the numbers with none of them
+are the most a photo could get), and the numbers read right by how far apart their digits are.
 
 Single digits, the figures of docs/photos.md: --singles bold, tight-cropped digits (the tests'
 `bold_photos`, as tests/bold_accuracy.py makes them) and phone-style photos (the tests'
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -42,8 +44,36 @@ def written_digit(image, height, rng):
     return np.clip(np.asarray(ink.resize((width, height), Image.BICUBIC), dtype=np.float32) / 255, 0, 1)
 
 
+class Ink(NamedTuple):
+    """Digits written side by side: ink in [0, 1] on a canvas with margins, the digits' height, and the
+    paper between one digit's ink and the next as a share of that height (below 0: they overlap)."""
+
+    canvas: np.ndarray
+    height: int
+    spacing: float
+
+
+class NumberPhoto(NamedTuple):
+    """A photo of a number: the image, and how far apart its digits were written."""
+
+    image: Image.Image
+    spacing: float
+
+
+class Made(NamedTuple):
+    """One number photo on disk: the number, the test digits that wrote it, their spacing."""
+
+    number: str
+    indices: list
+    spacing: float
+
+
+SPACINGS = [(-0.15, -0.05, "overlapping"), (-0.05, 0.05, "touching or nearly"), (0.05, 0.2, "close"),
+            (0.2, 0.71, "apart")]
+
+
 def number_ink(images, rng):
-    """The digits written side by side: (ink in [0, 1] on a canvas with margins, digit height)."""
+    """The digits written side by side, as Ink."""
     height = int(rng.integers(40, 151))
     spacing = rng.uniform(-0.15, 0.7)  # between one digit's ink and the next, a share of the height
     digits = [written_digit(image, round(height * rng.uniform(0.85, 1.15)), rng) for image in images]
@@ -61,12 +91,12 @@ def number_ink(images, rng):
     for (top, left), ink in zip(places, digits):
         region = canvas[top + shift : top + shift + ink.shape[0], left : left + ink.shape[1]]
         np.maximum(region, ink, out=region)
-    return canvas, height
+    return Ink(canvas, height, spacing)
 
 
 def number_photo(images, kind, rng):
-    """A photo of the number the MNIST digits `images` write: paper or chalkboard, as an RGB image."""
-    ink, height = number_ink(images, rng)
+    """A photo of the number the MNIST digits `images` write, on paper or a chalkboard: an RGB NumberPhoto."""
+    ink, height, spacing = number_ink(images, rng)
     if rng.random() < 0.3:  # a marker: thicker strokes
         size = 3 if height < 90 else 5
         ink = np.asarray(Image.fromarray(ink).filter(ImageFilter.MaxFilter(size)))
@@ -89,21 +119,21 @@ def number_photo(images, kind, rng):
         tint = np.array([rng.uniform(0.85, 1.0), 1.0, rng.uniform(0.85, 1.0)])
     rgb = np.clip(gray[..., None] * tint, 0, 1)
     image = Image.fromarray(np.uint8(255 * rgb), "RGB")
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
+    return NumberPhoto(image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2))), spacing)
 
 
 def number_photos(folder, count, x_test, y_test, seed=19):
-    """`count` number photos saved as JPEG in `folder`; {path: (the number as a string, its test indices)}."""
+    """`count` number photos saved as JPEG in `folder`; {path: Made}."""
     rng = np.random.default_rng(seed)
     order = iter(rng.permutation(len(x_test)))
     photos = {}
     for n in range(count):
         indices = [next(order) for _ in range(int(rng.integers(2, 7)))]
         kind = ("paper", "chalkboard")[n % 2]
-        image = number_photo(x_test[indices], kind, rng)
+        image, spacing = number_photo(x_test[indices], kind, rng)
         path = folder / f"number{n:03d}-{kind}.jpg"
         image.save(path, quality=int(rng.integers(60, 93)))
-        photos[str(path)] = ("".join(str(y_test[i]) for i in indices), indices)
+        photos[str(path)] = Made("".join(str(y_test[i]) for i in indices), indices, spacing)
     return photos
 
 
@@ -168,18 +198,26 @@ def report_numbers(args, folder):
     _, _, x_test, y_test, _ = load_mnist("bundled")
     photos = number_photos(folder, args.count, x_test, y_test, args.seed)
     read = read_numbers(list(photos), args.model, folder / "out")
-    right = [path for path, (number, _) in photos.items() if read.get(path) == number]
-    counted = sum(len(read.get(path, "")) == len(number) for path, (number, _) in photos.items())
-    used = np.concatenate([indices for _, indices in photos.values()])
-    clean = keras.models.load_model(args.model).predict(preprocess(x_test[used]), verbose=0).argmax(axis=1)
-    digits = sum(len(number) for number, _ in photos.values())
+    right = [path for path, made in photos.items() if read.get(path) == made.number]
+    counted = sum(len(read.get(path, "")) == len(made.number) for path, made in photos.items())
+    used = np.concatenate([made.indices for made in photos.values()])
+    clean = keras.models.load_model(args.model).predict(preprocess(x_test), verbose=0).argmax(axis=1)
+    digits = sum(len(made.number) for made in photos.values())
+    readable = [path for path, made in photos.items() if (clean[made.indices] == y_test[made.indices]).all()]
     print(f"{len(right)} of {len(photos)} numbers read with every digit right ({len(right) / len(photos):.1%}) "
           f"by {args.model}; {counted} with the right count of digits")
-    print(f"({digits} digits in all; the model misreads {int((clean != y_test[used]).sum())} of them even clean, "
-          f"28x28 as MNIST has them)")
-    for path, (number, _) in photos.items():
-        if read.get(path) != number:
-            print(f"  {Path(path).name}: {number} read as {read.get(path, 'nothing')}")
+    print(f"({digits} digits in all; the model misreads {int((clean[used] != y_test[used]).sum())} of them even "
+          f"clean, 28x28 as MNIST has them: {len(readable)} numbers have every digit read right clean, the most "
+          f"a photo could get; of those, {len(set(readable) & set(right))} are read right from the photo)")
+    print("By how far apart the digits were written (paper between them, a share of their height):")
+    for low, high, name in SPACINGS:
+        band = [path for path, made in photos.items() if low <= made.spacing < high]
+        print(f"  {name} ({low:+.2f} to {min(high, 0.7):+.2f}): {sum(path in right for path in band)} of "
+              f"{len(band)} read right")
+    for path, made in photos.items():
+        if read.get(path) != made.number:
+            print(f"  {Path(path).name}: {made.number} read as {read.get(path, 'nothing')} "
+                  f"(spacing {made.spacing:+.2f})")
 
 
 if __name__ == "__main__":

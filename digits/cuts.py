@@ -21,10 +21,10 @@ CUTTABLE = 0.55  # of the digits' height: a part narrower than this is one digit
 CUTTABLE_ALONE = 0.9  # of its own height: the same for a part with no other beside it
 VALLEYS = 0.2  # of the digits' height: the least width between two cuts of a part
 BAND = 0.18  # of the digits' height: how far a cut may wander left or right of where it is tried
-STROKE_PRICE = 1.5  # in log-probability: the price of a cut for each stroke of ink it goes through
-WIDE_PRICE = 4.0  # ... for each digit's height a run is wider than WIDEST
+STROKE_PRICE = 3.0  # in log-probability: the price of a cut for each stroke of ink it goes through
+WIDE_PRICE = 2.0  # ... for each digit's height a run is wider than WIDEST
 WIDEST = 0.9  # of the digits' height
-APART_PRICE = 2.0  # ... for paper between its parts along the line
+APART_PRICE = 0.0  # ... for paper between its parts along the line
 APART = 0.1  # of the digits' height: paper this wide or wider pays the whole APART_PRICE
 LOW_PRICE = 12.0  # ... for each digit's height a run is lower than LOWEST
 LOWEST = 0.5  # of the digits' height
@@ -145,48 +145,83 @@ def _image(ink, bits):
     return centred(patch)
 
 
-def _price(bits, height):
+def _price(bits, height, prices):
     """The price, in log-probability, of taking a run of Bits as one digit, before it is read."""
     *_, (left, top, right, bottom) = _box(bits)
-    price = WIDE_PRICE * max(0.0, (right - left) / height - WIDEST)
-    price += LOW_PRICE * max(0.0, LOWEST - (bottom - top) / height)
+    price = prices.wide * max(0.0, (right - left) / height - WIDEST)
+    price += prices.low * max(0.0, LOWEST - (bottom - top) / height)
     reached = bits[0].xs.max()
     for bit in bits[1:]:  # paper between two parts along the line: most likely two digits
-        price += APART_PRICE * min(1.0, max(0, bit.xs.min() - reached - 1) / (APART * height))
+        price += prices.apart * min(1.0, max(0, bit.xs.min() - reached - 1) / (APART * height))
         reached = max(reached, bit.xs.max())
     return price
 
 
 class Run(NamedTuple):
-    """One digit the reading chose: its Bits' pixels on the segmenting grid, its box, its image."""
+    """One digit the reading chose: its Bits' pixels on the segmenting grid, its box, its image and
+    the reader's ten probabilities for it."""
 
     ys: np.ndarray
     xs: np.ndarray
     box: tuple
     digit: np.ndarray
+    probabilities: np.ndarray
 
 
-def read_line(groups, labels, ink_mask, ink, stroke, reader):
-    """The line's digits, left to right, as Runs: the joins of its Bits the reader reads surest."""
+class Reading(NamedTuple):
+    """A line over-segmented and read: its Bits, the digits' height, the runs of Bits (i, j) that may
+    be one digit, the 28x28 image each makes and the reader's ten probabilities for it."""
+
+    bits: list
+    height: float
+    runs: list
+    images: np.ndarray
+    probabilities: np.ndarray
+
+
+class Prices(NamedTuple):
+    """What the reading pays, in log-probability, for a choice of digits (fitted by
+    benchmarks/fit_number_prices.py on numbers written with MNIST's training digits)."""
+
+    stroke: float = STROKE_PRICE
+    wide: float = WIDE_PRICE
+    apart: float = APART_PRICE
+    low: float = LOW_PRICE
+
+
+def read_runs(groups, labels, ink_mask, ink, stroke, reader):
+    """The line's Bits, and every run of up to MAX_JOIN of them read by `reader`, in one batch."""
     bits, height = bits_of(groups, labels, ink_mask, stroke)
     runs = [(i, j) for i in range(len(bits)) for j in range(i + 1, min(len(bits), i + MAX_JOIN) + 1)
             if j == i + 1 or _box(bits[i:j])[2][2] - _box(bits[i:j])[2][0] <= 2 * height]
     images = np.stack([_image(ink, bits[i:j]) for i, j in runs])
-    sure = np.log(np.maximum(np.asarray(reader(images)).max(axis=1), 1e-6))
+    return Reading(bits, height, runs, images, np.asarray(reader(images), dtype=np.float64))
+
+
+def choose(reading, prices=None):
+    """The digits, left to right, as Runs: the joins of the Bits the reader reads surest, for the prices."""
+    prices = prices or Prices()
+    bits, height, runs = reading.bits, reading.height, reading.runs
+    sure = np.log(np.maximum(reading.probabilities.max(axis=1), 1e-6))
     # The price of ending a digit after each Bit: the strokes its cut goes through, if it was cut.
-    cut_price = [STROKE_PRICE * b.right_cut if b.part == following.part else 0.0
+    cut_price = [prices.stroke * b.right_cut if b.part == following.part else 0.0
                  for b, following in zip(bits, bits[1:])] + [0.0]
     best = np.full(len(bits) + 1, -np.inf)
     best[0], came = 0.0, {}
     for k in sorted(range(len(runs)), key=lambda k: runs[k][1]):  # every run ending at i before any from i
         i, j = runs[k]
-        total = best[i] + sure[k] - _price(bits[i:j], height) - cut_price[j - 1]
+        total = best[i] + sure[k] - _price(bits[i:j], height, prices) - cut_price[j - 1]
         if total > best[j]:
-            best[j], came[j] = total, (i, images[k])
+            best[j], came[j] = total, (i, k)
     chosen, j = [], len(bits)
     while j:
-        i, image = came[j]
+        i, k = came[j]
         ys, xs, box = _box(bits[i:j])
-        chosen.append(Run(ys, xs, box, image))
+        chosen.append(Run(ys, xs, box, reading.images[k], reading.probabilities[k]))
         j = i
     return chosen[::-1]
+
+
+def read_line(groups, labels, ink_mask, ink, stroke, reader):
+    """The line's digits, left to right, as Runs: the joins of its Bits the reader reads surest."""
+    return choose(read_runs(groups, labels, ink_mask, ink, stroke, reader))

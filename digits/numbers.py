@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.cuts import parts_of, read_line
+from digits.cuts import CUTTABLE_ALONE, parts_of, read_line
 from digits.errors import IMAGE_SIZE, InputError
 from digits.photos import _sliding, clean_ink, to_mnist_form
 from digits.segment import GAP, group_parts, label, split_wide
@@ -22,6 +22,7 @@ MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not
 SEGMENT_SIZE = 512  # longer side the digits are found at: 40 pixels a digit for a 12-digit phone number
 MAX_PARTS = 3000  # more separate bits of ink than this is a page of writing (or grain), refused at once
 INK = 0.25  # of full ink: fainter pixels are not counted as the digits' ink
+TWO_STROKES = 4  # a group of ink narrower than this many strokes is one digit, however wide for its height
 MARGIN = 0.2  # of a digit's longer side: the paper left around it for to_mnist_form
 
 
@@ -65,7 +66,7 @@ def find_digits(gray, reader=None):
     if len(groups) > MAX_PIECES:
         raise _too_many(len(groups))
     pieces_map, boxes = split_wide(groups, labels, ink_mask, alone=len(groups) == 1)
-    if reader is not None and len(boxes) > 1:  # one digit by the rules is read as it always was
+    if reader is not None and (len(boxes) > 1 or _maybe_two(boxes[0], stroke)):
         runs = read_line(parts_of(labels, count, ink_mask), labels, ink_mask, ink, stroke, reader)
         pieces_map, boxes = np.zeros(labels.shape, np.int32), [run.box for run in runs]
         for k, run in enumerate(runs, start=1):
@@ -75,9 +76,17 @@ def find_digits(gray, reader=None):
     scale_y, scale_x = height / ink.shape[0], width / ink.shape[1]
     gray_boxes = [(int(left * scale_x), int(top * scale_y), min(width, int(np.ceil(right * scale_x))),
                    min(height, int(np.ceil(bottom * scale_y)))) for left, top, right, bottom in boxes]
-    if len(boxes) == 1:
+    if len(boxes) == 1:  # one digit is read as it always was
         return [Piece(gray_boxes[0], whole)]
     return _read_pieces(gray, ink.shape, pieces_map, gray_boxes)
+
+
+def _maybe_two(box, stroke):
+    """Whether one group of ink is wide enough to be two digits that touch (else it is read whole):
+    wider than CUTTABLE_ALONE of its height, and at least TWO_STROKES strokes wide (a 1 beside a 0 is
+    four: ink as bold as a marker's on a tight crop has no room for two digits)."""
+    left, top, right, bottom = box
+    return right - left > CUTTABLE_ALONE * (bottom - top) and right - left >= TWO_STROKES * stroke
 
 
 def _too_many(count):

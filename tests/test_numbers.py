@@ -6,7 +6,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import KINDS, bundled_mnist, phone_photo, predictions, run_cli
+from conftest import KINDS, ROOT, bold_photos, bundled_mnist, phone_photo, predictions, run_cli
 from PIL import Image, ImageDraw, ImageFilter
 
 from digits import data
@@ -202,6 +202,61 @@ def test_digits_that_touch_are_cut_where_the_network_reads_them_surest(trained, 
         gray = read_image(tmp_path / f"digit{n}.{extension}")[0]
         [piece] = find_digits(gray, reader)
         np.testing.assert_array_equal(piece.digit, to_mnist_form(gray))
+
+
+def test_two_digits_that_touch_alone_in_a_picture_are_read_as_two(trained, tmp_path):
+    """Two touching digits and nothing else are one group of ink: the rules read it as one digit,
+    the reader cuts it where the two read surest. A bold tight crop of one digit stays one."""
+    out, _, _ = trained
+    _, _, x_test, y_test, _ = bundled_mnist()
+    model = keras.models.load_model(out / "model.keras")
+
+    def reader(digits):
+        return np.asarray(model.predict_on_batch(digits[..., None]))
+
+    indices = np.arange(6000, 6100)
+    indices = indices[reader(data.preprocess(x_test[indices])[..., 0]).argmax(axis=1) == y_test[indices]]
+    rng = np.random.default_rng(22)
+    guided = ruled = 0
+    for n in range(12):
+        chosen = indices[2 * n : 2 * n + 2]
+        gray = touching_digits(x_test[chosen], rng)
+        number = "".join(str(y_test[i]) for i in chosen)
+        for by_reader in (True, False):
+            pieces = find_digits(gray, reader if by_reader else None)
+            read = "".join(str(d) for d in reader(np.stack([p.digit for p in pieces])).argmax(axis=1))
+            guided, ruled = guided + (read == number and by_reader), ruled + (read == number and not by_reader)
+    print(f"two touching digits: {guided} of 12 read right with the reader, {ruled} by rules alone")
+    assert guided >= 7 and guided > ruled, (guided, ruled)
+    bold = bold_photos(model, tmp_path, 40, np.random.default_rng(3), first=6100)
+    for path in bold:
+        gray = read_image(path)[0]
+        [piece] = find_digits(gray, reader)
+        np.testing.assert_array_equal(piece.digit, to_mnist_form(gray))
+
+
+def test_the_number_benchmarks_run_and_report(trained, tmp_path):
+    """benchmarks/number_photos.py and fit_number_prices.py, end to end on a few photos."""
+    out, _, _ = trained
+    tools = ROOT / "benchmarks"
+    result = run_cli("--count", "6", "--singles", "0", "--model", out / "model.keras",
+                     script=tools / "number_photos.py")
+    assert result.returncode == 0, result.stderr
+    read, total = map(int, re.search(r"^(\d+) of (\d+) numbers read with every digit right", result.stdout,
+                                     re.MULTILINE).groups())
+    assert total == 6 and read >= 3, result.stdout
+    assert re.search(r"^\(\d+ digits in all; .* \d+ numbers have every digit read right clean", result.stdout,
+                     re.MULTILINE), result.stdout
+    bands = re.findall(r"^  (?:overlapping|touching or nearly|close|apart) \(.*\): (\d+) of (\d+) read right$",
+                       result.stdout, re.MULTILINE)
+    assert len(bands) == 4 and sum(int(b) for _, b in bands) == 6 and sum(int(r) for r, _ in bands) == read, bands
+    result = run_cli("--count", "6", "--rounds", "1", "--model", out / "model.keras",
+                     script=tools / "fit_number_prices.py")
+    assert result.returncode == 0, result.stderr
+    for label in ("now", "round 1"):
+        line = re.search(rf"^{label}: (\d+) of 6 numbers and (\d+) of 6 single digits read right with Prices\(",
+                         result.stdout, re.MULTILINE)
+        assert line and int(line.group(2)) >= 4, result.stdout
 
 
 def test_a_broken_digit_is_read_as_one_digit_by_the_program(trained, tmp_path):
