@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import browser_or_skip, refusal, run_cli
+from conftest import browser_page, refusal, run_cli
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
@@ -144,53 +144,45 @@ def test_collect_into_a_file_is_refused(trained, tmp_path):
 
 
 def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, plain, trained, tmp_path):
-    chromium = browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
     url, folder, _ = collecting
     shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     errors, saved = [], {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page(viewport={"width": 1040, "height": 760})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            with page.expect_response(lambda r: r.url.endswith("/collection")) as asked:
-                page.goto(plain)
-            assert asked.value.json() == {"collecting": False}
-            page.wait_for_timeout(300)  # the page's answer to it has run
-            assert page.locator("#collect").is_hidden() and page.locator("#save-buttons button").count() == 0
-            page.goto(url)
-            page.locator('#save-buttons button[data-digit="9"]').wait_for()
-            counts = request(url, "GET", "/collection")[1]["counts"]
-            assert page.inner_text('#save-buttons button[data-digit="5"] .count') == str(counts["5"])
-            for n, (digit, by_key) in enumerate([(7, False), (2, False), (0, True), (7, True)]):
-                draw(page, drawing_of(digit, n % 2))
-                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-                if by_key:
-                    page.keyboard.press(str(digit))
-                else:
-                    page.click(f'#save-buttons button[data-digit="{digit}"]')
-                page.locator("#saved", has_text=f"Saved as {digit} (").wait_for(timeout=30_000)
-                name = page.inner_text("#saved").split("(")[1].split(")")[0]
-                saved[name] = digit
-                page.locator('#prediction[data-state="empty"]').wait_for()  # cleared for the next digit
-            assert page.inner_text('#save-buttons button[data-digit="7"] .count') == str(counts["7"] + 2)
-            page.keyboard.press("4")  # nothing drawn: nothing saved, and the page says why
-            page.locator("#saved.error", has_text="Draw a digit first").wait_for()
-            draw(page, drawing_of(4))
+    with browser_page(viewport={"width": 1040, "height": 760}) as page:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        with page.expect_response(lambda r: r.url.endswith("/collection")) as asked:
+            page.goto(plain)
+        assert asked.value.json() == {"collecting": False}
+        page.wait_for_timeout(300)  # the page's answer to it has run
+        assert page.locator("#collect").is_hidden() and page.locator("#save-buttons button").count() == 0
+        page.goto(url)
+        page.locator('#save-buttons button[data-digit="9"]').wait_for()
+        counts = request(url, "GET", "/collection")[1]["counts"]
+        assert page.inner_text('#save-buttons button[data-digit="5"] .count') == str(counts["5"])
+        for n, (digit, by_key) in enumerate([(7, False), (2, False), (0, True), (7, True)]):
+            draw(page, drawing_of(digit, n % 2))
             page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-            page.mouse.move(0, 0)
-            page.wait_for_timeout(400)
-            page.screenshot(path=str(shots / "collect.png"))
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(shots / "collect-phone.png"), full_page=True)
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, f"the page is {width} px wide on a 390 px phone"
-        finally:
-            browser.close()
+            if by_key:
+                page.keyboard.press(str(digit))
+            else:
+                page.click(f'#save-buttons button[data-digit="{digit}"]')
+            page.locator("#saved", has_text=f"Saved as {digit} (").wait_for(timeout=30_000)
+            name = page.inner_text("#saved").split("(")[1].split(")")[0]
+            saved[name] = digit
+            page.locator('#prediction[data-state="empty"]').wait_for()  # cleared for the next digit
+        assert page.inner_text('#save-buttons button[data-digit="7"] .count') == str(counts["7"] + 2)
+        page.keyboard.press("4")  # nothing drawn: nothing saved, and the page says why
+        page.locator("#saved.error", has_text="Draw a digit first").wait_for()
+        draw(page, drawing_of(4))
+        page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+        page.mouse.move(0, 0)
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(shots / "collect.png"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "collect-phone.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide on a 390 px phone"
     assert errors == []
     files = visible_files(folder)
     assert all(files[name] == digit for name, digit in saved.items()) and len(saved) == 4
@@ -215,20 +207,12 @@ def test_a_number_is_not_saved_as_one_digit(collecting):
     assert (status, reply) == (400, {"error": "the drawing holds 2 digits, nothing saved: save one digit at a "
                                               "time (Clear, then draw one)"})
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
-    chromium = browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page(viewport={"width": 1040, "height": 760})
-            page.goto(url)
-            page.locator('#save-buttons button[data-digit="9"]').wait_for()
-            draw(page, number_drawing("305", 2))
-            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-            page.keyboard.press("3")
-            page.locator("#saved.error", has_text="the drawing holds 3 digits, nothing saved").wait_for()
-            assert page.locator("#piece-list li").count() == 3  # the drawing stays, to clear or finish
-        finally:
-            browser.close()
+    with browser_page(viewport={"width": 1040, "height": 760}) as page:
+        page.goto(url)
+        page.locator('#save-buttons button[data-digit="9"]').wait_for()
+        draw(page, number_drawing("305", 2))
+        page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+        page.keyboard.press("3")
+        page.locator("#saved.error", has_text="the drawing holds 3 digits, nothing saved").wait_for()
+        assert page.locator("#piece-list li").count() == 3  # the drawing stays, to clear or finish
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before

@@ -8,7 +8,7 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import browser_or_skip, bundled_mnist, phone_photo, refusal, run_cli
+from conftest import browser_or_skip, browser_page, bundled_mnist, phone_photo, refusal, run_cli
 from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 from PIL import Image
 
@@ -187,26 +187,18 @@ def test_it_serves_this_machine_only_by_default(server):
 
 
 def test_escape_clears_the_page(server):
-    chromium = browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
     _, url = server
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            draw(page, DRAWINGS["drawings"][0])
-            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-            page.keyboard.press("Escape")
-            page.locator('#prediction[data-state="empty"]').wait_for(timeout=10_000)
-            assert page.evaluate("""() => {  // no ink left on the canvas
-                const c = document.querySelector('#canvas');
-                return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
-                    .some((v, i) => i % 4 === 3 && v > 0);
-            }""") is False
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(url)
+        draw(page, DRAWINGS["drawings"][0])
+        page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+        page.keyboard.press("Escape")
+        page.locator('#prediction[data-state="empty"]').wait_for(timeout=10_000)
+        assert page.evaluate("""() => {  // no ink left on the canvas
+            const c = document.querySelector('#canvas');
+            return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)
+                .some((v, i) => i % 4 === 3 && v > 0);
+        }""") is False
 
 
 def test_without_a_model_it_says_train_first(tmp_path):
@@ -357,35 +349,27 @@ def test_a_row_of_twelve_digits_is_read_and_more_than_twenty_are_refused(server)
 def test_numbers_drawn_with_the_mouse_in_a_browser_are_read(server):
     """Ten two- and three-digit numbers drawn on the page: the number shown large, a card per digit
     with the 28x28 image it saw; then one digit again, shown as one digit always was."""
-    chromium = browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
     _, url = server
     errors, right, wrong = [], 0, []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            page = browser.new_page(viewport={"width": 1040, "height": 760})
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            for nth, number in enumerate(NUMBERS):
-                shown = read_drawing(page, number_drawing(number, nth))
-                right += shown == number
-                if shown != number:
-                    wrong.append((number, shown))
-                assert page.locator("#piece-list li").count() == len(number)
-                assert page.locator("#seen-figure").is_hidden() and page.locator("#bars").is_hidden()
-                lit = page.evaluate("""() => Array.from(document.querySelectorAll("#piece-list canvas"), (c) =>
-                    Array.from(c.getContext("2d").getImageData(0, 0, 28, 28).data)
-                        .filter((v, i) => i % 4 === 0 && v > 60).length)""")
-                assert len(lit) == len(number) and min(lit) > 20, lit  # each digit's image is drawn
-                assert page.inner_text("#confidence").startswith(f"{len(number)} digits; the least sure ")
-            seven = DRAWINGS["drawings"][21]
-            assert read_drawing(page, seven) in "0123456789"
-            assert page.locator("#pieces").is_hidden() and page.locator("#seen-figure").is_visible()
-            assert page.locator("#bars li").count() == 10 and page.inner_text("#confidence").endswith("% sure")
-        finally:
-            browser.close()
+    with browser_page(viewport={"width": 1040, "height": 760}) as page:
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        for nth, number in enumerate(NUMBERS):
+            shown = read_drawing(page, number_drawing(number, nth))
+            right += shown == number
+            if shown != number:
+                wrong.append((number, shown))
+            assert page.locator("#piece-list li").count() == len(number)
+            assert page.locator("#seen-figure").is_hidden() and page.locator("#bars").is_hidden()
+            lit = page.evaluate("""() => Array.from(document.querySelectorAll("#piece-list canvas"), (c) =>
+                Array.from(c.getContext("2d").getImageData(0, 0, 28, 28).data)
+                    .filter((v, i) => i % 4 === 0 && v > 60).length)""")
+            assert len(lit) == len(number) and min(lit) > 20, lit  # each digit's image is drawn
+            assert page.inner_text("#confidence").startswith(f"{len(number)} digits; the least sure ")
+        seven = DRAWINGS["drawings"][21]
+        assert read_drawing(page, seven) in "0123456789"
+        assert page.locator("#pieces").is_hidden() and page.locator("#seen-figure").is_visible()
+        assert page.locator("#bars li").count() == 10 and page.inner_text("#confidence").endswith("% sure")
     assert right >= NUMBERS_RIGHT, wrong
     assert errors == []  # no script errors, nothing the page's policy refused
