@@ -99,7 +99,7 @@ def right(found, prices):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "docs" / "run" / "model.keras")
-    parser.add_argument("--count", type=int, default=600, help="number photos to fit on")
+    parser.add_argument("--count", type=int, default=400, help="number photos to fit on, and as many single digits")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

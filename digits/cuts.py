@@ -5,7 +5,8 @@ digits may touch: down the path through the least ink, near each valley of the i
 profile. That over-segments: the pieces, left to right, are then joined back into digits by
 dynamic programming, each run of up to MAX_JOIN neighbouring pieces read by the network (all of a
 picture's runs in one batch), choosing the runs whose readings are surest, with a price for each
-stroke a cut goes through and for a run too wide or too low to be one digit. The network is passed
+stroke a cut goes through and for a run too wide or too low to be one digit (the Prices, fitted by
+benchmarks/fit_number_prices.py on numbers of training digits). The network is passed
 in as `reader` (28x28 images -> ten probabilities each): NumPy and Pillow only, no Keras here.
 """
 
