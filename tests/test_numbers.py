@@ -236,7 +236,7 @@ def test_two_digits_that_touch_alone_in_a_picture_are_read_as_two(trained, tmp_p
 
 
 def test_the_number_benchmarks_run_and_report(trained, tmp_path):
-    """benchmarks/number_photos.py and fit_number_prices.py, end to end on a few photos."""
+    """benchmarks/number_photos.py, fit_number_prices.py and outlier_exposure.py, end to end, small."""
     out, _, _ = trained
     tools = ROOT / "benchmarks"
     result = run_cli("--count", "6", "--singles", "0", "--model", out / "model.keras",
@@ -257,6 +257,12 @@ def test_the_number_benchmarks_run_and_report(trained, tmp_path):
         line = re.search(rf"^{label}: (\d+) of 6 numbers and (\d+) of 6 single digits read right with Prices\(",
                          result.stdout, re.MULTILINE)
         assert line and int(line.group(2)) >= 4, result.stdout
+    result = run_cli("--model", out / "model.keras", "--output", tmp_path / "not-one-digit.keras", "--negatives", "64",
+                     "--epochs", "1", script=tools / "outlier_exposure.py")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^test accuracy 0\.\d{4}; .* median: [01]\.\d{3} on test digits, [01]\.\d{3} on 2,000 images",
+                     result.stdout, re.MULTILINE), result.stdout
+    assert keras.models.load_model(tmp_path / "not-one-digit.keras").output_shape == (None, 10)
 
 
 def test_a_broken_digit_is_read_as_one_digit_by_the_program(trained, tmp_path):
