@@ -37,8 +37,9 @@ def find_digits(gray, reader=None):
     """The digits in a grayscale picture (2-D float array in [0, 1]), left to right.
 
     `reader`: the network, a function from a stack of 28x28 MNIST-form images to their ten
-    probabilities each (N, 10). Given, a picture the rules find more than one digit in is cut where
-    the digits it makes are read surest (digits.cuts); without it, by rules alone (digits.segment).
+    probabilities each (N, 10). Given, a picture the rules find more than one digit in, or one group
+    of ink wide enough to be two touching digits, is cut where the digits it makes are read surest
+    (digits.cuts); without it, by rules alone (digits.segment).
     Returns [] when the picture holds no ink. Raises InputError when it holds more than MAX_PIECES
     pieces (a page of text, not a number).
     """
