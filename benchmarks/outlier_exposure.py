@@ -75,11 +75,13 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-images", type=int, default=60000, help="the first N training digits (a quick check)")
     args = parser.parse_args()
     import keras
 
     keras.utils.set_random_seed(args.seed)
     x_train, y_train, x_test, y_test, _ = load_mnist("bundled")
+    x_train, y_train = x_train[: args.train_images], y_train[: args.train_images]
     rng = np.random.default_rng(args.seed)
     images = np.concatenate([preprocess(x_train), not_digits(x_train, args.negatives, rng)])
     targets = np.concatenate([np.eye(10, dtype=np.float32)[y_train], np.full((args.negatives, 10), 0.1, np.float32)])

@@ -258,7 +258,7 @@ def test_the_number_benchmarks_run_and_report(trained, tmp_path):
                          result.stdout, re.MULTILINE)
         assert line and int(line.group(2)) >= 4, result.stdout
     result = run_cli("--model", out / "model.keras", "--output", tmp_path / "not-one-digit.keras", "--negatives", "64",
-                     "--epochs", "1", script=tools / "outlier_exposure.py")
+                     "--epochs", "1", "--train-images", "2000", script=tools / "outlier_exposure.py")
     assert result.returncode == 0, result.stderr
     assert re.search(r"^test accuracy 0\.\d{4}; .* median: [01]\.\d{3} on test digits, [01]\.\d{3} on 2,000 images",
                      result.stdout, re.MULTILINE), result.stdout
