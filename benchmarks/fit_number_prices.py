@@ -74,6 +74,7 @@ def readings(model, count, seed, folder):
         photos[path] = "".join(str(y_train[i]) for i in indices)
     photos.update(singles(x_train, y_train, count // 2, rng, folder))
     caught, found = [], []
+    # find_digits as --predict runs it, each line's Reading kept: the prices change only what is chosen from it
     numbers.read_line = lambda *line: caught.append(read_runs(*line)) or choose(caught[-1])
     for path, truth in photos.items():
         caught.clear()
