@@ -172,27 +172,41 @@ def touching_digits(images, rng):
     return np.clip(0.9 - 0.75 * canvas + rng.normal(0, 0.02, canvas.shape), 0, 1).astype(np.float32)
 
 
-def test_digits_that_touch_are_cut_where_the_network_reads_them_surest(trained, tmp_path):
-    """find_digits with the model as its reader: numbers of three touching digits read right more often
-    than when cut by rules alone; a single digit still read exactly as without a reader."""
-    out, _, _ = trained
-    _, _, x_test, y_test, _ = bundled_mnist()
+def model_reader(out):
+    """The trained model at `out`, and find_digits' reader made of it (28x28 images -> ten probabilities)."""
     model = keras.models.load_model(out / "model.keras")
 
     def reader(digits):
         return np.asarray(model.predict_on_batch(digits[..., None]))
 
-    indices = np.arange(5000, 5100)
+    return model, reader
+
+
+def touching_numbers_read_right(reader, first, digits, seed):
+    """(with the reader, by rules alone): how many of 12 numbers of `digits` touching test digits (ones
+    the model reads right on their own, from test digit `first` on) are read right."""
+    _, _, x_test, y_test, _ = bundled_mnist()
+    indices = np.arange(first, first + 100)
     indices = indices[reader(data.preprocess(x_test[indices])[..., 0]).argmax(axis=1) == y_test[indices]]
-    rng = np.random.default_rng(21)
+    rng = np.random.default_rng(seed)
     guided = ruled = 0
     for n in range(12):
-        chosen = indices[3 * n : 3 * n + 3]
+        chosen = indices[digits * n : digits * n + digits]
         gray = touching_digits(x_test[chosen], rng)
         number = "".join(str(y_test[i]) for i in chosen)
         for pieces, by_reader in ((find_digits(gray, reader), True), (find_digits(gray), False)):
             read = "".join(str(d) for d in reader(np.stack([p.digit for p in pieces])).argmax(axis=1))
             guided, ruled = guided + (read == number and by_reader), ruled + (read == number and not by_reader)
+    return guided, ruled
+
+
+def test_digits_that_touch_are_cut_where_the_network_reads_them_surest(trained, tmp_path):
+    """find_digits with the model as its reader: numbers of three touching digits read right more often
+    than when cut by rules alone; a single digit still read exactly as without a reader."""
+    out, _, _ = trained
+    x_test = bundled_mnist().x_test
+    _, reader = model_reader(out)
+    guided, ruled = touching_numbers_read_right(reader, first=5000, digits=3, seed=21)
     print(f"touching digits: {guided} of 12 numbers read right with the reader, {ruled} cut by rules alone")
     assert guided > ruled, (guided, ruled)
     rng = np.random.default_rng(8)
@@ -208,24 +222,8 @@ def test_two_digits_that_touch_alone_in_a_picture_are_read_as_two(trained, tmp_p
     """Two touching digits and nothing else are one group of ink: the rules read it as one digit,
     the reader cuts it where the two read surest. A bold tight crop of one digit stays one."""
     out, _, _ = trained
-    _, _, x_test, y_test, _ = bundled_mnist()
-    model = keras.models.load_model(out / "model.keras")
-
-    def reader(digits):
-        return np.asarray(model.predict_on_batch(digits[..., None]))
-
-    indices = np.arange(6000, 6100)
-    indices = indices[reader(data.preprocess(x_test[indices])[..., 0]).argmax(axis=1) == y_test[indices]]
-    rng = np.random.default_rng(22)
-    guided = ruled = 0
-    for n in range(12):
-        chosen = indices[2 * n : 2 * n + 2]
-        gray = touching_digits(x_test[chosen], rng)
-        number = "".join(str(y_test[i]) for i in chosen)
-        for by_reader in (True, False):
-            pieces = find_digits(gray, reader if by_reader else None)
-            read = "".join(str(d) for d in reader(np.stack([p.digit for p in pieces])).argmax(axis=1))
-            guided, ruled = guided + (read == number and by_reader), ruled + (read == number and not by_reader)
+    model, reader = model_reader(out)
+    guided, ruled = touching_numbers_read_right(reader, first=6000, digits=2, seed=22)
     print(f"two touching digits: {guided} of 12 read right with the reader, {ruled} by rules alone")
     assert guided >= 7 and guided > ruled, (guided, ruled)
     bold = bold_photos(model, tmp_path, 40, np.random.default_rng(3), first=6100)
