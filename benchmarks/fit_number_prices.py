@@ -10,14 +10,21 @@ of them, read by the model), then searches the prices one at a time, a few round
 digits read right first, then the most numbers read with every digit right. A reading here is the
 model's reading of each chosen join as the search saw it; --predict reads each digit again from the
 photo, so its figures can differ a little. Prints the prices to put in digits/cuts.py.
+
+First it prints the most any prices could read: the numbers whose digits are each a run of the
+line's pieces that the model reads right (which digit wrote each pixel is known, as the photos are
+made), by how far apart the digits were written, and how many numbers hold a piece with a good share
+of two digits' ink (strokes that cross, which no choice of runs can part).
 """
 
 import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import BOLD_KINDS, KINDS, bold_photo, phone_photo  # noqa: E402
-from number_photos import number_photo  # noqa: E402
+from number_photos import SPACINGS, number_photo  # noqa: E402
 
 import digits.numbers as numbers  # noqa: E402
 from digits.cuts import Prices, choose, read_runs  # noqa: E402
@@ -52,9 +59,19 @@ def singles(x_train, y_train, count, rng, folder):
     return photos
 
 
+class Found(NamedTuple):
+    """One photo of the fitting set: the number written, its Reading (or the digits read with no
+    choice left), and for a number, how far apart its digits are and which digit wrote each pixel of
+    the line's ink (on the grid the Reading's pieces are on)."""
+
+    truth: str
+    reading: object
+    spacing: float = 0.0
+    owner: np.ndarray = None
+
+
 def readings(model, count, seed, folder):
-    """[(the number, its Reading or the digits read with no choice left)] for `count` photos of
-    numbers and `count` of single digits, all written with training digits."""
+    """[Found] for `count` photos of numbers and `count` of single digits, all written with training digits."""
     import keras
 
     x_train, y_train = load_mnist("bundled")[:2]
@@ -65,31 +82,80 @@ def readings(model, count, seed, folder):
 
     rng = np.random.default_rng(seed)
     order = iter(rng.permutation(len(x_train)))
-    photos = {}
+    photos, made = {}, {}
     for n in range(count):
         indices = [next(order) for _ in range(int(rng.integers(2, 7)))]
         path = folder / f"number{n:03d}.jpg"
-        number_photo(x_train[indices], ("paper", "chalkboard")[n % 2], rng).image.save(
-            path, quality=int(rng.integers(60, 93)))
+        made[path] = number_photo(x_train[indices], ("paper", "chalkboard")[n % 2], rng)
+        made[path].image.save(path, quality=int(rng.integers(60, 93)))
         photos[path] = "".join(str(y_train[i]) for i in indices)
     photos.update(singles(x_train, y_train, count // 2, rng, folder))
     caught, found = [], []
-    # find_digits as --predict runs it, each line's Reading kept: the prices change only what is chosen from it
-    numbers.read_line = lambda *line: caught.append(read_runs(*line)) or choose(caught[-1])
+    # find_digits as --predict runs it, each line's Reading (and its grid) kept: the prices change only
+    # what is chosen from it
+    numbers.read_line = lambda *line: caught.append((read_runs(*line), line[3].shape)) or choose(caught[-1][0])
     for path, truth in photos.items():
         caught.clear()
         pieces = numbers.find_digits(read_image(path)[0], reader)
-        if caught:
-            found.append((truth, caught[0]))
-        else:  # the rules found one digit, read whole: no price changes it
-            found.append((truth, "".join(map(str, reader(np.stack([p.digit for p in pieces])).argmax(axis=1)))))
+        if not caught:  # the rules found one digit, read whole: no price changes it
+            found.append(Found(truth, "".join(map(str, reader(np.stack([p.digit for p in pieces])).argmax(axis=1)))))
+        elif path in made:
+            (rows, cols), owner = caught[0][1], made[path].owner
+            owner = np.asarray(Image.fromarray(owner).resize((cols, rows), Image.NEAREST))
+            found.append(Found(truth, caught[0][0], made[path].spacing, owner))
+        else:
+            found.append(Found(truth, caught[0][0]))
     return found
+
+
+def own_runs(reading, owner):
+    """The runs of the Reading's pieces that are each one digit, as the photo was written (each piece
+    given to the digit that wrote most of its ink), or None when the pieces do not follow the digits'
+    order; and the least share of a piece's ink that one digit wrote."""
+    writers, least = [], 1.0
+    for bit in reading.bits:
+        wrote = owner[bit.ys, bit.xs]
+        wrote = wrote[wrote > 0]
+        counts = np.bincount(wrote) if wrote.size else np.zeros(1, int)
+        writers.append(int(counts.argmax()) or (writers[-1] if writers else 0))
+        least = min(least, counts.max() / max(1, wrote.size)) if wrote.size else least
+    runs, start = [], 0
+    for end in range(1, len(writers) + 1):
+        if end == len(writers) or writers[end] != writers[start]:
+            runs.append((writers[start], start, end))
+            start = end
+    if [writer for writer, _, _ in runs] != list(range(1, len(runs) + 1)):
+        return None, least
+    return [(start, end) for _, start, end in runs], least
+
+
+def ceiling(found, prices):
+    """Print the most any prices could read: the numbers whose own runs are among those read, each
+    read right; and how many `prices` read."""
+    counted = [f for f in found if f.owner is not None]
+    could, crossed = set(), 0
+    read_right = {n for n, f in enumerate(counted)
+                  if "".join(str(int(run.probabilities.argmax())) for run in choose(f.reading, prices)) == f.truth}
+    for n, f in enumerate(counted):
+        runs, least = own_runs(f.reading, f.owner)
+        crossed += least < 0.8
+        if runs and len(runs) == len(f.truth) and all(run in f.reading.runs for run in runs):
+            read = "".join(str(int(f.reading.probabilities[f.reading.runs.index(run)].argmax())) for run in runs)
+            if read == f.truth:
+                could.add(n)
+    whole = sum(len(f.truth) > 1 and isinstance(f.reading, str) for f in found)
+    print(f"The most any prices could read: {len(could)} of the {len(counted)} numbers the reader cuts "
+          f"({whole} more were read whole); {crossed} hold a piece under 80% one digit's ink")
+    for low, high, name in SPACINGS:
+        band = [n for n, f in enumerate(counted) if low <= f.spacing < high]
+        print(f"  {name} ({low:+.2f} to {min(high, 0.7):+.2f}): {len(set(band) & could)} of {len(band)} "
+              f"(these prices: {len(set(band) & read_right)})")
 
 
 def right(found, prices):
     """How many numbers, and how many single digits, the prices read with every digit right."""
     numbers_right = singles_right = 0
-    for truth, reading in found:
+    for truth, reading, *_ in found:
         if not isinstance(reading, str):
             reading = "".join(str(int(run.probabilities.argmax())) for run in choose(reading, prices))
         numbers_right += reading == truth and len(truth) > 1
@@ -107,7 +173,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         found = readings(args.model, args.count, args.seed, Path(folder))
     prices = Prices()
-    count = sum(len(truth) > 1 for truth, _ in found), sum(len(truth) == 1 for truth, _ in found)
+    ceiling(found, prices)
+    count = sum(len(f.truth) > 1 for f in found), sum(len(f.truth) == 1 for f in found)
 
     def report(label, score):
         print(f"{label}: {score[0]} of {count[0]} numbers and {score[1]} of {count[1]} single digits read right "

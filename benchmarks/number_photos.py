@@ -45,19 +45,23 @@ def written_digit(image, height, rng):
 
 
 class Ink(NamedTuple):
-    """Digits written side by side: ink in [0, 1] on a canvas with margins, the digits' height, and the
-    paper between one digit's ink and the next as a share of that height (below 0: they overlap)."""
+    """Digits written side by side: ink in [0, 1] on a canvas with margins, the digits' height, the
+    paper between one digit's ink and the next as a share of that height (below 0: they overlap), and
+    which digit wrote each pixel (1 to n, the darkest where two cross; 0: paper)."""
 
     canvas: np.ndarray
     height: int
     spacing: float
+    owner: np.ndarray
 
 
 class NumberPhoto(NamedTuple):
-    """A photo of a number: the image, and how far apart its digits were written."""
+    """A photo of a number: the image, how far apart its digits were written, and which digit wrote
+    each pixel (Ink's owner: the answer a segmentation is measured against)."""
 
     image: Image.Image
     spacing: float
+    owner: np.ndarray
 
 
 class Made(NamedTuple):
@@ -87,16 +91,17 @@ def number_ink(images, rng):
     right = max(left + ink.shape[1] for (_, left), ink in zip(places, digits)) + margin
     bottom = max(top + ink.shape[0] for (top, _), ink in zip(places, digits)) + margin
     shift = max(0, -min(top for top, _ in places) + 5)
-    canvas = np.zeros((bottom + shift, right), np.float32)
-    for (top, left), ink in zip(places, digits):
-        region = canvas[top + shift : top + shift + ink.shape[0], left : left + ink.shape[1]]
-        np.maximum(region, ink, out=region)
-    return Ink(canvas, height, spacing)
+    canvas, owner = np.zeros((bottom + shift, right), np.float32), np.zeros((bottom + shift, right), np.int32)
+    for number, ((top, left), ink) in enumerate(zip(places, digits), start=1):
+        window = np.s_[top + shift : top + shift + ink.shape[0], left : left + ink.shape[1]]
+        owner[window] = np.where((ink > 0.1) & (ink > canvas[window]), number, owner[window])
+        np.maximum(canvas[window], ink, out=canvas[window])
+    return Ink(canvas, height, spacing, owner)
 
 
 def number_photo(images, kind, rng):
     """A photo of the number the MNIST digits `images` write, on paper or a chalkboard: an RGB NumberPhoto."""
-    ink, height, spacing = number_ink(images, rng)
+    ink, height, spacing, owner = number_ink(images, rng)
     if rng.random() < 0.3:  # a marker: thicker strokes
         size = 3 if height < 90 else 5
         ink = np.asarray(Image.fromarray(ink).filter(ImageFilter.MaxFilter(size)))
@@ -119,7 +124,7 @@ def number_photo(images, kind, rng):
         tint = np.array([rng.uniform(0.85, 1.0), 1.0, rng.uniform(0.85, 1.0)])
     rgb = np.clip(gray[..., None] * tint, 0, 1)
     image = Image.fromarray(np.uint8(255 * rgb), "RGB")
-    return NumberPhoto(image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2))), spacing)
+    return NumberPhoto(image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2))), spacing, owner)
 
 
 def number_photos(folder, count, x_test, y_test, seed=19):
@@ -130,7 +135,7 @@ def number_photos(folder, count, x_test, y_test, seed=19):
     for n in range(count):
         indices = [next(order) for _ in range(int(rng.integers(2, 7)))]
         kind = ("paper", "chalkboard")[n % 2]
-        image, spacing = number_photo(x_test[indices], kind, rng)
+        image, spacing, _ = number_photo(x_test[indices], kind, rng)
         path = folder / f"number{n:03d}-{kind}.jpg"
         image.save(path, quality=int(rng.integers(60, 93)))
         photos[str(path)] = Made("".join(str(y_test[i]) for i in indices), indices, spacing)

@@ -1,13 +1,14 @@
 """A line of ink cut into digits by reading: segmentation by recognition (as in LeCun et al., 1998).
 
 The line's connected parts (specks joined to the part beside them) are cut further wherever two
-digits may touch: down the path through the least ink, near each valley of the ink's column
-profile. That over-segments: the pieces, left to right, are then joined back into digits by
-dynamic programming, each run of up to MAX_JOIN neighbouring pieces read by the network (all of a
-picture's runs in one batch), choosing the runs whose readings are surest, with a price for each
-stroke a cut goes through and for a run too wide or too low to be one digit (the Prices, fitted by
-benchmarks/fit_number_prices.py on numbers of training digits). The network is passed
-in as `reader` (28x28 images -> ten probabilities each): NumPy and Pillow only, no Keras here.
+digits may touch: down the path through the least ink, near each valley of the ink's column profile.
+That over-segments: the pieces, left to right, are then joined back into digits by dynamic
+programming, each run of up to MAX_JOIN neighbouring pieces (or of whole parts, however many pieces:
+a digit written wide) read by the network (all of a picture's runs in one batch), choosing the runs
+whose readings are surest, with a price for each stroke a cut goes through and for a run too wide or
+too low to be one digit (the Prices, fitted by benchmarks/fit_number_prices.py on numbers of
+training digits). The network is passed in as `reader` (28x28 images -> ten probabilities each):
+NumPy and Pillow only, no Keras here.
 """
 
 from typing import NamedTuple
@@ -17,7 +18,7 @@ import numpy as np
 from digits.photos import centred
 from digits.segment import SPECK, Group, _gap, _joined, digit_height
 
-MAX_JOIN = 5  # pieces one digit may be joined from (the parts of a dashed 7, or a 5 cut in three)
+MAX_JOIN = 5  # pieces one digit may be joined from (a dashed 7, a 5 cut in three); whole parts: any number
 CUTTABLE = 0.55  # of the digits' height: a part narrower than this is one digit, or part of one
 CUTTABLE_ALONE = 0.9  # of its own height: the same for a part with no other beside it
 VALLEYS = 0.2  # of the digits' height: the least width between two cuts of a part
@@ -190,11 +191,34 @@ class Prices(NamedTuple):
     low: float = LOW_PRICE
 
 
+def _wholes(bits):
+    """The runs of Bits that are whole parts of the line, however many Bits: (first, end) of each
+    part, and of each stretch of neighbouring parts (a digit written wide, with paper around it, is
+    cut into as many Bits as its width allows, and is one of these)."""
+    first, end = {}, {}
+    for k, bit in enumerate(bits):
+        first.setdefault(bit.part, k)
+        end[bit.part] = k + 1
+    wholes = set()
+    for i in range(len(bits)):
+        reached = i
+        for k in range(i, len(bits)):
+            if first[bits[k].part] < i:
+                break
+            reached = max(reached, end[bits[k].part])
+            if reached == k + 1:
+                wholes.add((i, k + 1))
+    return wholes
+
+
 def read_runs(groups, labels, ink_mask, ink, stroke, reader):
-    """The line's Bits, and every run of up to MAX_JOIN of them read by `reader`, in one batch."""
+    """The line's Bits, and every run of up to MAX_JOIN of them (or of whole parts) read by `reader`,
+    in one batch; a run of more than one Bit at most twice the digits' height wide."""
     bits, height = bits_of(groups, labels, ink_mask, stroke)
-    runs = [(i, j) for i in range(len(bits)) for j in range(i + 1, min(len(bits), i + MAX_JOIN) + 1)
-            if j == i + 1 or _box(bits[i:j])[2][2] - _box(bits[i:j])[2][0] <= 2 * height]
+    wholes = _wholes(bits)
+    runs = [(i, j) for i in range(len(bits)) for j in range(i + 1, len(bits) + 1)
+            if (j - i <= MAX_JOIN or (i, j) in wholes)
+            and (j == i + 1 or _box(bits[i:j])[2][2] - _box(bits[i:j])[2][0] <= 2 * height)]
     images = np.stack([_image(ink, bits[i:j]) for i, j in runs])
     return Reading(bits, height, runs, images, np.asarray(reader(images), dtype=np.float64))
 

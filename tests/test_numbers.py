@@ -233,6 +233,40 @@ def test_two_digits_that_touch_alone_in_a_picture_are_read_as_two(trained, tmp_p
         np.testing.assert_array_equal(piece.digit, to_mnist_form(gray))
 
 
+def wide_digit_between(images, rng):
+    """Three MNIST digits a third of their height apart, 60 to 120 px high, the middle one written 1.6 to
+    1.9 times as wide as it is high (a wide 0, a flat 2), as a grayscale picture."""
+    height = int(rng.integers(60, 121))
+    inks = []
+    for k, image in enumerate(images):
+        rows, cols = np.flatnonzero(image.max(axis=1) > 30), np.flatnonzero(image.max(axis=0) > 30)
+        ink = Image.fromarray(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        width = round(height * rng.uniform(1.6, 1.9)) if k == 1 else max(1, round(ink.width * height / ink.height))
+        inks.append(np.asarray(ink.resize((width, height), Image.BICUBIC), np.float32) / 255)
+    gap = round(height / 3)
+    canvas = np.zeros((2 * height, sum(ink.shape[1] for ink in inks) + 2 * gap + height), np.float32)
+    left = height // 2
+    for ink in inks:
+        canvas[height // 2 : height // 2 + height, left : left + ink.shape[1]] = ink
+        left += ink.shape[1] + gap
+    return np.clip(0.9 - 0.75 * canvas + rng.normal(0, 0.02, canvas.shape), 0, 1).astype(np.float32)
+
+
+def test_a_wide_digit_cut_in_many_pieces_is_joined_back_into_one(trained):
+    """The reader over-cuts a digit written wide (a cut every fifth of the digits' height) into six or
+    more pieces; they are joined back into one digit, so the number has as many digits as were written."""
+    out, _, _ = trained
+    _, reader = model_reader(out)
+    _, _, x_test, y_test, _ = bundled_mnist()
+    indices = np.arange(7000, 7300)
+    indices = indices[reader(data.preprocess(x_test[indices])[..., 0]).argmax(axis=1) == y_test[indices]]
+    wide = indices[y_test[indices] != 1][40:]  # a 1 written wide is a bar, not a digit
+    rng = np.random.default_rng(3)
+    counts = [len(find_digits(wide_digit_between(x_test[[indices[2 * n], wide[n], indices[2 * n + 1]]], rng), reader))
+              for n in range(12)]
+    assert counts.count(3) >= 10, counts
+
+
 def test_the_number_benchmarks_run_and_report(trained, tmp_path):
     """benchmarks/number_photos.py, fit_number_prices.py and outlier_exposure.py, end to end, small."""
     out, _, _ = trained
@@ -251,6 +285,14 @@ def test_the_number_benchmarks_run_and_report(trained, tmp_path):
     result = run_cli("--count", "6", "--rounds", "1", "--model", out / "model.keras",
                      script=tools / "fit_number_prices.py")
     assert result.returncode == 0, result.stderr
+    ceiling = re.search(r"^The most any prices could read: (\d+) of the (\d+) numbers the reader cuts "
+                        r"\((\d+) more were read whole\); \d+ hold a piece under 80% one digit's ink$",
+                        result.stdout, re.MULTILINE)
+    assert ceiling and int(ceiling.group(2)) + int(ceiling.group(3)) == 6, result.stdout
+    bands = re.findall(r"^  (?:overlapping|touching or nearly|close|apart) \(.*\): (\d+) of (\d+) "
+                       r"\(these prices: \d+\)$", result.stdout, re.MULTILINE)
+    assert len(bands) == 4 and sum(int(b) for _, b in bands) == int(ceiling.group(2)), result.stdout
+    assert sum(int(c) for c, _ in bands) == int(ceiling.group(1)), result.stdout
     for label in ("now", "round 1"):
         line = re.search(rf"^{label}: (\d+) of 6 numbers and (\d+) of 6 single digits read right with Prices\(",
                          result.stdout, re.MULTILINE)
