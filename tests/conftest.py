@@ -63,6 +63,16 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bfloat16_held_out(tmp_path_factory):
+    """One quick real run in bfloat16 mixed precision whose curves watch a fifth of the training images
+    held out for validation, shared by the tests of either setting: (out, result, metrics)."""
+    out = tmp_path_factory.mktemp("bfloat16-held-out")
+    result = run_cli(*QUICK, "--precision", "bfloat16", "--validation-split", "0.2", "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    return out, result, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def server(trained):
     """One drawing-page server (--draw) with the quick model, over real HTTP: (process, url)."""
     from draw_accuracy import start_server
