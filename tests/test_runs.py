@@ -47,7 +47,7 @@ def quick_run(out, *args):
 
 
 # The default network watching the test images: conftest's `trained` run; in bfloat16 mixed precision
-# watching held-out training images: conftest's `bfloat16_held_out` run.
+# watching held-out training images: conftest's `non_default_run`.
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +79,21 @@ def test_the_printed_summary_names_each_layer_for_its_place(trained, resnet_run)
     assert not [name for name in names if re.search(r"_\d+$", name) and not name.startswith("stage")], names
 
 
-def test_the_console_names_the_watched_set_as_the_curves_do(trained, bfloat16_held_out):
+def test_the_console_names_the_watched_set_as_the_curves_do(trained, non_default_run):
     _, result, metrics = trained
     epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "test_accuracy:" in epoch_line and "test_loss:" in epoch_line and "val_" not in epoch_line
     assert metrics["curves_watch"] == "test"
 
-    _, result, metrics = bfloat16_held_out
+    _, result, metrics = non_default_run
     epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "val_accuracy:" in epoch_line and "test_" not in epoch_line
     assert metrics["curves_watch"] == "validation"
 
 
-def test_a_network_trained_in_bfloat16_is_saved_in_float32(bfloat16_held_out):
+def test_a_network_trained_in_bfloat16_is_saved_in_float32(non_default_run):
     """--predict and --draw then compute in float32 on any machine; the run still trained in bfloat16."""
-    out, _, metrics = bfloat16_held_out
+    out, _, metrics = non_default_run
     assert metrics["config"]["precision"] == "bfloat16"
     config = json.loads(zipfile.ZipFile(out / "model.keras").read("config.json"))
     policies = set(dtype_policies(config))

@@ -6,16 +6,9 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import QUICK, bundled_mnist, run_cli
+from conftest import bundled_mnist, run_cli
 
 from digits import evaluation, networks, precision, settings, training
-
-
-def quick_run(tmp_path, *flags):
-    out = tmp_path / "out"
-    result = run_cli(*QUICK, "--precision", "float32", *flags, "--output-dir", out)  # flags may override it
-    assert result.returncode == 0, result.stderr
-    return result, json.loads((out / "metrics.json").read_text())
 
 
 def test_auto_precision_keeps_the_faster_of_two_measured():
@@ -88,8 +81,8 @@ def test_precision_cache_that_cannot_be_written_is_only_not_remembered(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "precision.json"]  # no temporary file left
 
 
-def test_bfloat16_trains(bfloat16_held_out):
-    _, _, metrics = bfloat16_held_out
+def test_bfloat16_trains(non_default_run):
+    _, _, metrics = non_default_run  # --precision bfloat16
     assert metrics["config"]["precision"] == "bfloat16" and metrics["config"]["precision_timings"] is None
     assert metrics["test_accuracy"] > 0.85
 
@@ -101,14 +94,14 @@ def test_cosine_schedule_warms_up_then_decays(trained):
     assert rates[1] == pytest.approx(0, abs=1e-6)
 
 
-def test_constant_schedule_is_adams_default(tmp_path):
-    _, metrics = quick_run(tmp_path, "--lr-schedule", "constant")
+def test_constant_schedule_is_adams_default(non_default_run):
+    _, _, metrics = non_default_run  # --lr-schedule constant
     assert metrics["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3])
     assert metrics["test_accuracy"] > 0.85
 
 
-def test_validation_split_watches_held_out_training_images(bfloat16_held_out):
-    _, result, metrics = bfloat16_held_out  # --validation-split 0.2 (in bfloat16: the split is any precision's)
+def test_validation_split_watches_held_out_training_images(non_default_run):
+    _, result, metrics = non_default_run  # --validation-split 0.2
     assert metrics["data"]["train_images"] == 2400 and metrics["data"]["validation_images"] == 600
     assert "2,400 training, 600 held out for validation and 1,000 test images" in result.stdout
     assert metrics["curves_watch"] == "validation"
