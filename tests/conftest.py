@@ -63,6 +63,19 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def non_default_run(tmp_path_factory):
+    """One quick real run with three settings other than the defaults, none of which changes what the
+    others are tested for: bfloat16 mixed precision, a fifth of the training images held out for
+    validation (the curves watch them), the constant learning rate. Shared by the tests of each
+    setting (0.92 to 0.93 test accuracy, seeds 1 to 4): (out, result, metrics)."""
+    out = tmp_path_factory.mktemp("non-default")
+    result = run_cli(*QUICK, "--precision", "bfloat16", "--validation-split", "0.2", "--lr-schedule", "constant",
+                     "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    return out, result, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def server(trained):
     """One drawing-page server (--draw) with the quick model, over real HTTP: (process, url)."""
     from draw_accuracy import start_server

@@ -1,5 +1,4 @@
 """End to end through the real command line: a quick real training run and what it leaves behind."""
-import json
 import re
 
 import keras
@@ -96,16 +95,7 @@ def test_help_shows_every_option_with_its_default():
             assert f"(default: {action.default})" in text_of_help, action.dest
 
 
-def test_npz_data_source_end_to_end(tmp_path):
-    x_train, y_train, x_test, y_test, _ = bundled_mnist()
-    np.savez(tmp_path / "small.npz", x_train=x_train[:500], y_train=y_train[:500],
-             x_test=x_test[:200], y_test=y_test[:200])
-    result = run_cli("--data", tmp_path / "small.npz", "--epochs", "1", "--precision", "float32",
-                     "--output-dir", tmp_path / "out")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["data"]["train_images"] == 500 and metrics["data"]["test_images"] == 200
-    assert metrics["data"]["source"].endswith("small.npz")
+# An .npz data source end to end: tests/test_data.py trains on two (test_float_pixels_in_0_1_train_exactly_like_uint8).
 
 
 def test_a_failing_report_does_not_stop_the_others(tmp_path):

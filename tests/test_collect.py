@@ -58,12 +58,10 @@ def collecting(trained, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def plain(trained):
-    out, _, _ = trained
-    process, url = start_server("--port", 0, "--model", out / "model.keras")
-    assert url, "".join(process.output) + process.stderr.read()
-    yield url
-    stop(process)
+def plain(server):
+    """The drawing page without --collect: conftest's session server."""
+    _, url = server
+    return url
 
 
 def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(collecting):

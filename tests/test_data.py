@@ -216,6 +216,9 @@ def test_float_pixels_in_0_1_train_exactly_like_uint8(tmp_path):
         assert result.returncode == 0, result.stderr
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
         runs[name]["history"].pop("epoch_seconds")
+    for name, run in runs.items():  # an .npz end to end: its images counted, its name recorded
+        assert run["data"]["train_images"] == 1000 and run["data"]["test_images"] == 300, name
+    assert runs["uint8"]["data"]["source"].endswith("uint8.npz")
     assert runs["float"]["data"]["source"].endswith("(float pixels in [0, 1], scaled to 0-255)")
     assert runs["uint8"]["test_accuracy"] > 0.8
     for key in ("history", "confusion_matrix", "test_accuracy", "test_loss"):

@@ -46,23 +46,14 @@ def quick_run(out, *args):
     return result, json.loads((out / "metrics.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def cnn_run(tmp_path_factory):
-    """One tiny run of the default network, watching the test images."""
-    return quick_run(tmp_path_factory.mktemp("cnn"))
+# The default network watching the test images: conftest's `trained` run; in bfloat16 mixed precision
+# watching held-out training images: conftest's `non_default_run`.
 
 
 @pytest.fixture(scope="module")
 def resnet_run(tmp_path_factory):
     """One tiny run of the residual network: 16 steps."""
     return quick_run(tmp_path_factory.mktemp("resnet"), "--architecture", "resnet")
-
-
-@pytest.fixture(scope="module")
-def bfloat16_run(tmp_path_factory):
-    """One tiny run in bfloat16 mixed precision, watching held-out training images: (out, result, metrics)."""
-    out = tmp_path_factory.mktemp("bfloat16")
-    return (out, *quick_run(out, "--precision", "bfloat16", "--validation-split", "0.2"))
 
 
 def summary_names(stdout):
@@ -80,28 +71,29 @@ def test_a_short_resnet_run_saves_a_model_that_reads_what_it_learned(resnet_run)
     assert metrics["history"]["val_accuracy"][-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
-def test_the_printed_summary_names_each_layer_for_its_place(cnn_run, resnet_run):
-    assert summary_names(cnn_run[0].stdout) == ["block1_conv", "block1_pool", "block2_conv", "block2_pool",
+def test_the_printed_summary_names_each_layer_for_its_place(trained, resnet_run):
+    assert summary_names(trained[1].stdout) == ["block1_conv", "block1_pool", "block2_conv", "block2_pool",
                                                 "flatten", "hidden", "probabilities"]
     names = summary_names(resnet_run[0].stdout)
     assert names[:2] == ["image", "stem_conv"] and names[-2:] == ["pool", "probabilities"], names
     assert not [name for name in names if re.search(r"_\d+$", name) and not name.startswith("stage")], names
 
 
-def test_the_console_names_the_watched_set_as_the_curves_do(cnn_run, bfloat16_run):
-    epoch_line = next(line for line in cnn_run[0].stdout.splitlines() if "- loss:" in line)
+def test_the_console_names_the_watched_set_as_the_curves_do(trained, non_default_run):
+    _, result, metrics = trained
+    epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "test_accuracy:" in epoch_line and "test_loss:" in epoch_line and "val_" not in epoch_line
-    assert cnn_run[1]["curves_watch"] == "test"
+    assert metrics["curves_watch"] == "test"
 
-    _, result, metrics = bfloat16_run
+    _, result, metrics = non_default_run
     epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "val_accuracy:" in epoch_line and "test_" not in epoch_line
     assert metrics["curves_watch"] == "validation"
 
 
-def test_a_network_trained_in_bfloat16_is_saved_in_float32(bfloat16_run):
+def test_a_network_trained_in_bfloat16_is_saved_in_float32(non_default_run):
     """--predict and --draw then compute in float32 on any machine; the run still trained in bfloat16."""
-    out, _, metrics = bfloat16_run
+    out, _, metrics = non_default_run
     assert metrics["config"]["precision"] == "bfloat16"
     config = json.loads(zipfile.ZipFile(out / "model.keras").read("config.json"))
     policies = set(dtype_policies(config))

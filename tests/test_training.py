@@ -1,20 +1,14 @@
 """Training settings through the real command line: schedules, precision, validation split; the evaluation maths."""
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
-from conftest import QUICK, bundled_mnist, run_cli
+from conftest import bundled_mnist, run_cli
 
 from digits import evaluation, networks, precision, settings, training
-
-
-def quick_run(tmp_path, *flags):
-    out = tmp_path / "out"
-    result = run_cli(*QUICK, "--precision", "float32", *flags, "--output-dir", out)  # flags may override it
-    assert result.returncode == 0, result.stderr
-    return result, json.loads((out / "metrics.json").read_text())
 
 
 def test_auto_precision_keeps_the_faster_of_two_measured():
@@ -40,7 +34,13 @@ def test_auto_precision_is_printed_and_recorded(trained):
     assert f"Backend: {keras.backend.backend()}, device: CPU" in result.stdout
 
 
-def test_auto_precision_is_measured_once_per_machine_then_remembered(tmp_path):
+def backend_line(stdout):
+    return next(line for line in stdout.splitlines() if line.startswith("Backend: "))
+
+
+def test_auto_precision_is_measured_once_per_machine_then_remembered(trained, tmp_path):
+    """The first run on a machine measures (the `trained` run, in a cache of its own), the next ones
+    with that cache remember, until it is damaged (runs given a copy of it, on the same network and batch)."""
     tiny = ["--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--batch-size", "32"]
     env = {"XDG_CACHE_HOME": tmp_path / "cache"}
     cache = tmp_path / "cache" / "handwritten-digits" / "precision.json"
@@ -49,12 +49,15 @@ def test_auto_precision_is_measured_once_per_machine_then_remembered(tmp_path):
         result = run_cli(*tiny, "--output-dir", tmp_path / name, env=env)
         assert result.returncode == 0, result.stderr
         config = json.loads((tmp_path / name / "metrics.json").read_text())["config"]
-        line = next(line for line in result.stdout.splitlines() if line.startswith("Backend: "))
-        return line, config
+        return backend_line(result.stdout), config
 
-    line, first = run("first")
+    out, result, metrics = trained
+    line, first = backend_line(result.stdout), metrics["config"]
     assert first["precision_remembered"] is False and "(measured " in line
-    assert [entry["timings"] for entry in json.loads(cache.read_text()).values()] == [first["precision_timings"]]
+    measured = out / "cache" / "handwritten-digits" / "precision.json"
+    assert [entry["timings"] for entry in json.loads(measured.read_text()).values()] == [first["precision_timings"]]
+    cache.parent.mkdir(parents=True)
+    shutil.copy(measured, cache)
     line, second = run("second")  # no measurement: the same timings, and a line that says where they came from
     assert second["precision_remembered"] is True and second["precision_timings"] == first["precision_timings"]
     assert second["precision"] == first["precision"]
@@ -78,8 +81,8 @@ def test_precision_cache_that_cannot_be_written_is_only_not_remembered(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "precision.json"]  # no temporary file left
 
 
-def test_bfloat16_trains(tmp_path):
-    _, metrics = quick_run(tmp_path, "--precision", "bfloat16")
+def test_bfloat16_trains(non_default_run):
+    _, _, metrics = non_default_run  # --precision bfloat16
     assert metrics["config"]["precision"] == "bfloat16" and metrics["config"]["precision_timings"] is None
     assert metrics["test_accuracy"] > 0.85
 
@@ -91,14 +94,14 @@ def test_cosine_schedule_warms_up_then_decays(trained):
     assert rates[1] == pytest.approx(0, abs=1e-6)
 
 
-def test_constant_schedule_is_adams_default(tmp_path):
-    _, metrics = quick_run(tmp_path, "--lr-schedule", "constant")
+def test_constant_schedule_is_adams_default(non_default_run):
+    _, _, metrics = non_default_run  # --lr-schedule constant
     assert metrics["history"]["learning_rate"] == pytest.approx([1e-3, 1e-3])
     assert metrics["test_accuracy"] > 0.85
 
 
-def test_validation_split_watches_held_out_training_images(tmp_path):
-    result, metrics = quick_run(tmp_path, "--validation-split", "0.2")
+def test_validation_split_watches_held_out_training_images(non_default_run):
+    _, result, metrics = non_default_run  # --validation-split 0.2
     assert metrics["data"]["train_images"] == 2400 and metrics["data"]["validation_images"] == 600
     assert "2,400 training, 600 held out for validation and 1,000 test images" in result.stdout
     assert metrics["curves_watch"] == "validation"
