@@ -52,8 +52,11 @@ def quick_run(out, *args):
 
 @pytest.fixture(scope="module")
 def resnet_run(tmp_path_factory):
-    """One tiny run of the residual network: 16 steps."""
-    return quick_run(tmp_path_factory.mktemp("resnet"), "--architecture", "resnet")
+    """One tiny run of the residual network, 16 steps, with --tensorboard, into a folder that holds an
+    earlier run's outputs and logs: (out, result, metrics)."""
+    out = tmp_path_factory.mktemp("resnet") / "out"
+    previous_run(out)
+    return (out, *quick_run(out, "--architecture", "resnet", "--tensorboard"))
 
 
 def summary_names(stdout):
@@ -63,7 +66,7 @@ def summary_names(stdout):
 
 def test_a_short_resnet_run_saves_a_model_that_reads_what_it_learned(resnet_run):
     """Batch normalisation's statistics are settled before the model is evaluated and saved."""
-    _, metrics = resnet_run
+    _, _, metrics = resnet_run
     predicted = np.array(metrics["confusion_matrix"]).sum(axis=0)
     assert np.count_nonzero(predicted) >= 8, predicted  # not every digit read as one class
     assert metrics["test_accuracy"] > 0.4, metrics["test_accuracy"]  # 0.13 (all "1") before
@@ -74,7 +77,7 @@ def test_a_short_resnet_run_saves_a_model_that_reads_what_it_learned(resnet_run)
 def test_the_printed_summary_names_each_layer_for_its_place(trained, resnet_run):
     assert summary_names(trained[1].stdout) == ["block1_conv", "block1_pool", "block2_conv", "block2_pool",
                                                 "flatten", "hidden", "probabilities"]
-    names = summary_names(resnet_run[0].stdout)
+    names = summary_names(resnet_run[1].stdout)
     assert names[:2] == ["image", "stem_conv"] and names[-2:] == ["pool", "probabilities"], names
     assert not [name for name in names if re.search(r"_\d+$", name) and not name.startswith("stage")], names
 
@@ -210,10 +213,8 @@ def test_tensorboard_keeps_the_earlier_logs_until_the_run_publishes(tmp_path):
     assert all(path.read_text() == text for path, text in previous.items())
 
 
-def test_tensorboard_logs_replace_the_earlier_ones_and_are_listed_as_saved(tmp_path):
-    out = tmp_path / "out"
-    previous_run(out)
-    result, _ = quick_run(out, "--tensorboard")
+def test_tensorboard_logs_replace_the_earlier_ones_and_are_listed_as_saved(resnet_run):
+    out, result, _ = resnet_run  # run with --tensorboard over an earlier run's outputs and logs
     logs = listing(out / "logs")
     assert "events.previous" not in logs and any("tfevents" in name for name in logs), logs
     saved = next(line for line in result.stdout.splitlines() if line.startswith("Saved: "))
