@@ -134,8 +134,7 @@ def ceiling(found, prices):
     read right; and how many `prices` read."""
     counted = [f for f in found if f.owner is not None]
     could, crossed = set(), 0
-    read_right = {n for n, f in enumerate(counted)
-                  if "".join(str(int(run.probabilities.argmax())) for run in choose(f.reading, prices)) == f.truth}
+    read_right = {n for n, f in enumerate(counted) if digits_read(f.reading, prices) == f.truth}
     for n, f in enumerate(counted):
         runs, least = own_runs(f.reading, f.owner)
         crossed += least < 0.8
@@ -152,12 +151,17 @@ def ceiling(found, prices):
               f"(these prices: {len(set(band) & read_right)})")
 
 
+def digits_read(reading, prices):
+    """The digits the prices choose from a Reading, as the model reads each."""
+    return "".join(str(int(run.probabilities.argmax())) for run in choose(reading, prices))
+
+
 def right(found, prices):
     """How many numbers, and how many single digits, the prices read with every digit right."""
     numbers_right = singles_right = 0
     for truth, reading, *_ in found:
         if not isinstance(reading, str):
-            reading = "".join(str(int(run.probabilities.argmax())) for run in choose(reading, prices))
+            reading = digits_read(reading, prices)
         numbers_right += reading == truth and len(truth) > 1
         singles_right += reading == truth and len(truth) == 1
     return numbers_right, singles_right
