@@ -174,13 +174,21 @@ def load_model(args):
         return load_trained_model(path)
 
 
+def load_number_reader(args):
+    """The number reader --predict and --draw read numbers with (shipped in models/), or a one-line refusal."""
+    from digits.reader import READER_FILE, load_reader
+
+    with option_named("--reader" if args.reader else None):
+        return load_reader(args.reader or READER_FILE)
+
+
 def predict(args):
-    """--predict: read the digit in each image, then save predictions.png; exit 1 if any failed."""
-    model = load_model(args)
+    """--predict: read the number in each image, then save predictions.png; exit 1 if any failed."""
+    model, reader = load_model(args), load_number_reader(args)
     from digits import pictures
     from digits.predict import predict_images
 
-    run = predict_images(model, args.predict)
+    run = predict_images(model, args.predict, reader)
     failures = []
     if run.results:
         with option_named("--output-dir"):
@@ -225,13 +233,13 @@ def draw(args):
 
         with option_named("--collect"):
             collection = Collection(args.collect)
-    model = load_model(args)
+    model, reader = load_model(args), load_number_reader(args)
     loopback = args.host in LOOPBACK_NAMES
     if not loopback:
         print(f"warning: --host {args.host}: the drawing page is reachable from other machines on the network",
               file=sys.stderr, flush=True)
     try:
-        server = DrawingPageServer((args.host, args.port), model, loopback, collection)
+        server = DrawingPageServer((args.host, args.port), model, loopback, collection, reader)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "

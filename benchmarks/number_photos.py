@@ -18,6 +18,9 @@ Single digits, the figures of docs/photos.md: --singles bold, tight-cropped digi
 """
 
 import argparse
+import contextlib
+import io
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +29,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "handwritten_digit_classification.py"
@@ -34,34 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from digits.data import load_mnist, preprocess  # noqa: E402
-
-
-def written_digit(image, height, rng):
-    """A 28x28 MNIST digit cropped to its ink and scaled to `height` pixels, as ink in [0, 1]."""
-    rows, cols = np.flatnonzero(image.max(axis=1) > 30), np.flatnonzero(image.max(axis=0) > 30)
-    ink = Image.fromarray(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
-    width = max(1, round(ink.width * height / ink.height))
-    return np.clip(np.asarray(ink.resize((width, height), Image.BICUBIC), dtype=np.float32) / 255, 0, 1)
-
-
-class Ink(NamedTuple):
-    """Digits written side by side: ink in [0, 1] on a canvas with margins, the digits' height, the
-    paper between one digit's ink and the next as a share of that height (below 0: they overlap), and
-    which digit wrote each pixel (1 to n, the darkest where two cross; 0: paper)."""
-
-    canvas: np.ndarray
-    height: int
-    spacing: float
-    owner: np.ndarray
-
-
-class NumberPhoto(NamedTuple):
-    """A photo of a number: the image, how far apart its digits were written, and which digit wrote
-    each pixel (Ink's owner: the answer a segmentation is measured against)."""
-
-    image: Image.Image
-    spacing: float
-    owner: np.ndarray
+from digits.lines import SPACINGS, number_ink, photo_of  # noqa: E402
 
 
 class Made(NamedTuple):
@@ -72,61 +47,6 @@ class Made(NamedTuple):
     spacing: float
 
 
-SPACINGS = [(-0.15, -0.05, "overlapping"), (-0.05, 0.05, "touching or nearly"), (0.05, 0.2, "close"),
-            (0.2, 0.71, "apart")]
-
-
-def number_ink(images, rng):
-    """The digits written side by side, as Ink."""
-    height = int(rng.integers(40, 151))
-    spacing = rng.uniform(-0.15, 0.7)  # between one digit's ink and the next, a share of the height
-    digits = [written_digit(image, round(height * rng.uniform(0.85, 1.15)), rng) for image in images]
-    margin = int(height * rng.uniform(0.3, 1.2)) + 5
-    slope = rng.uniform(-0.05, 0.05)  # the line of writing drifts a little up or down
-    places, x = [], margin
-    for ink in digits:
-        top = margin + round(height * (0.15 + rng.uniform(-0.1, 0.1)) + slope * (x - margin)) + height - ink.shape[0]
-        places.append((int(top), int(x)))
-        x += ink.shape[1] + round(height * (spacing + rng.uniform(-0.05, 0.05)))
-    right = max(left + ink.shape[1] for (_, left), ink in zip(places, digits)) + margin
-    bottom = max(top + ink.shape[0] for (top, _), ink in zip(places, digits)) + margin
-    shift = max(0, -min(top for top, _ in places) + 5)
-    canvas, owner = np.zeros((bottom + shift, right), np.float32), np.zeros((bottom + shift, right), np.int32)
-    for number, ((top, left), ink) in enumerate(zip(places, digits), start=1):
-        window = np.s_[top + shift : top + shift + ink.shape[0], left : left + ink.shape[1]]
-        owner[window] = np.where((ink > 0.1) & (ink > canvas[window]), number, owner[window])
-        np.maximum(canvas[window], ink, out=canvas[window])
-    return Ink(canvas, height, spacing, owner)
-
-
-def number_photo(images, kind, rng):
-    """A photo of the number the MNIST digits `images` write, on paper or a chalkboard: an RGB NumberPhoto."""
-    ink, height, spacing, owner = number_ink(images, rng)
-    if rng.random() < 0.3:  # a marker: thicker strokes
-        size = 3 if height < 90 else 5
-        ink = np.asarray(Image.fromarray(ink).filter(ImageFilter.MaxFilter(size)))
-    rows, cols = ink.shape
-    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float32)
-    light = 1 - rng.uniform(0, 0.35) * (xs / cols if rng.random() < 0.5 else 1 - xs / cols)
-    light = light * (1 - rng.uniform(0, 0.15) * ys / rows)
-    fibres = np.asarray(Image.fromarray(np.uint8(rng.integers(0, 256, (rows, cols)))).filter(
-        ImageFilter.GaussianBlur(2)), dtype=np.float32)
-    fibres = (fibres - fibres.mean()) / max(float(fibres.std()), 1e-6)
-    grain = rng.normal(0, rng.uniform(0.005, 0.03), (rows, cols))
-    if kind == "paper":
-        paper, pen = rng.uniform(0.78, 0.95), rng.uniform(0.08, 0.3)
-        gray = light * (paper + 0.03 * fibres - (paper - pen) * ink) + grain
-        tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)])
-    else:  # chalk on a board: light, patchy strokes on a dark green-grey
-        board, chalk = rng.uniform(0.12, 0.3), rng.uniform(0.7, 0.92)
-        patchy = np.clip(1 - 0.25 * np.abs(fibres), 0.4, 1)
-        gray = light * (board + 0.02 * fibres + (chalk - board) * ink * patchy) + grain
-        tint = np.array([rng.uniform(0.85, 1.0), 1.0, rng.uniform(0.85, 1.0)])
-    rgb = np.clip(gray[..., None] * tint, 0, 1)
-    image = Image.fromarray(np.uint8(255 * rgb), "RGB")
-    return NumberPhoto(image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2))), spacing, owner)
-
-
 def number_photos(folder, count, x_test, y_test, seed=19):
     """`count` number photos saved as JPEG in `folder`; {path: Made}."""
     rng = np.random.default_rng(seed)
@@ -135,21 +55,63 @@ def number_photos(folder, count, x_test, y_test, seed=19):
     for n in range(count):
         indices = [next(order) for _ in range(int(rng.integers(2, 7)))]
         kind = ("paper", "chalkboard")[n % 2]
-        image, spacing, _ = number_photo(x_test[indices], kind, rng)
+        ink = number_ink(x_test[indices], rng)
         path = folder / f"number{n:03d}-{kind}.jpg"
-        image.save(path, quality=int(rng.integers(60, 93)))
-        photos[str(path)] = Made("".join(str(y_test[i]) for i in indices), indices, spacing)
+        photo_of(ink.canvas, ink.height, kind, rng).save(path, quality=int(rng.integers(60, 93)))
+        photos[str(path)] = Made("".join(str(y_test[i]) for i in indices), indices, ink.spacing)
     return photos
 
 
-def read_numbers(paths, model, folder):
+# Letters whose shapes are not a digit's (no O, l, I, S, Z, B, b, g, q, G), from the fonts Matplotlib ships.
+LETTERS = "acdefhijkmnprtuvwxyACDEFHJKLMNPRTUVWXY"
+FONTS = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif-Italic.ttf",
+         "STIXGeneralItalic.ttf", "DejaVuSans-Bold.ttf"]
+
+
+def letter_photos(folder, count, seed):
+    """`count` photos of one to three letters on paper, as the number photos are made; [path]."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    rng = np.random.default_rng(seed)
+    paths = []
+    for n in range(count):
+        text = "".join(rng.choice(list(LETTERS), int(rng.integers(1, 4))))
+        font = ImageFont.truetype(str(fonts / FONTS[n % len(FONTS)]), int(rng.integers(40, 120)))
+        left, top, right, bottom = font.getbbox(text)
+        margin = (bottom - top) // 2 + 5
+        canvas = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 0)
+        ImageDraw.Draw(canvas).text((margin - left, margin - top), text, fill=255, font=font)
+        path = folder / f"letters{n:03d}-{text}.jpg"
+        photo_of(np.asarray(canvas, np.float32) / 255, bottom - top, "paper", rng).save(path, quality=85)
+        paths.append(str(path))
+    return paths
+
+
+def report_letters(args, folder):
+    """Photos of letters read by --predict: how many are answered with a sure digit (wrong), how many
+    are refused or marked unsure."""
+    paths = letter_photos(folder, args.letters, args.seed)
+    result = subprocess.run([sys.executable, str(SCRIPT), "--predict", *paths, "--model", str(args.model),
+                             *(["--reader", str(args.reader)] if args.reader else []),
+                             "--output-dir", str(folder / "letters-out")], capture_output=True, text=True, check=False)
+    said = [line.split(": ", 1) for line in result.stdout.splitlines() + result.stderr.splitlines() if ": " in line]
+    lines = {path: line for path, line in said if path in paths}
+    unsure = [path for path, line in lines.items() if any(word in line for word in ("unsure", "error", ", else "))]
+    print(f"{len(paths)} photos of letters ({', '.join(FONTS)}): {len(unsure)} refused or marked unsure "
+          f"({len(unsure) / len(paths):.1%}), {len(paths) - len(unsure)} read as a sure digit or number")
+
+
+def read_numbers(paths, model, folder, reader=None):
     """{path: the number --predict printed} for the images, read in one call of the program."""
-    result = subprocess.run([sys.executable, str(SCRIPT), "--predict", *paths, "--model", str(model),
+    chosen = ["--reader", str(reader)] if reader else []
+    result = subprocess.run([sys.executable, str(SCRIPT), "--predict", *paths, "--model", str(model), *chosen,
                              "--output-dir", str(folder)], capture_output=True, text=True, check=False)
     return {m.group(1): m.group(2) for m in re.finditer(r"^(.+): (\d+) \(", result.stdout, re.MULTILINE)}
 
 
-def singles(model, folder, count):
+def singles(model, folder, count, reader=None):
     """Lines on single-digit photos read right: bold tight crops and phone-style photos."""
     import keras
     from conftest import KINDS, bold_photos, phone_photo
@@ -165,7 +127,7 @@ def singles(model, folder, count):
         image.save(path)
         phone[str(path)] = int(y_test[i])
     examples = {str(p): int(p.name.split("-")[1]) for p in sorted((ROOT / "data" / "examples").glob("digit-*"))}
-    read = read_numbers([*bold, *phone, *examples], model, folder / "out")
+    read = read_numbers([*bold, *phone, *examples], model, folder / "out", reader)
     lines = []
     for name, photos in (("bold, tight-cropped digits (tests' bold_photos)", bold),
                          ("phone-style photos (tests' phone_photo)", phone), ("example photos", examples)):
@@ -178,10 +140,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "docs" / "run" / "model.keras",
                         help="the trained model to measure (default: docs/run/model.keras)")
+    parser.add_argument("--reader", type=Path,
+                        help="the number reader to measure (default: the shipped models/number_reader.keras)")
     parser.add_argument("--count", type=int, default=300, help="number photos to make and read")
     parser.add_argument("--singles", type=int, default=260, help="single-digit photos of each kind (0: none)")
     parser.add_argument("--seed", type=int, default=19,
                         help="which number photos to make (19: the figures quoted; another: a held-out set)")
+    parser.add_argument("--timed", type=int, default=50, help="number photos timed one by one (default 50)")
+    parser.add_argument("--letters", type=int, default=100, help="photos of letters to read (0: none)")
     parser.add_argument("--no-numbers", action="store_true", help="measure the single digits only")
     parser.add_argument("--keep", type=Path, help="keep the photos in this folder (default: a temporary one)")
     args = parser.parse_args()
@@ -190,9 +156,11 @@ def main():
         folder.mkdir(parents=True, exist_ok=True)
         if not args.no_numbers:
             report_numbers(args, folder)
+        if args.letters:
+            report_letters(args, folder)
         if args.singles:
             (folder / "singles").mkdir(exist_ok=True)
-            for line in singles(args.model, folder / "singles", args.singles):
+            for line in singles(args.model, folder / "singles", args.singles, args.reader):
                 print(line)
 
 
@@ -202,7 +170,7 @@ def report_numbers(args, folder):
 
     _, _, x_test, y_test, _ = load_mnist("bundled")
     photos = number_photos(folder, args.count, x_test, y_test, args.seed)
-    read = read_numbers(list(photos), args.model, folder / "out")
+    read = read_numbers(list(photos), args.model, folder / "out", args.reader)
     right = [path for path, made in photos.items() if read.get(path) == made.number]
     counted = sum(len(read.get(path, "")) == len(made.number) for path, made in photos.items())
     used = np.concatenate([made.indices for made in photos.values()])
@@ -223,6 +191,29 @@ def report_numbers(args, folder):
         if read.get(path) != made.number:
             print(f"  {Path(path).name}: {made.number} read as {read.get(path, 'nothing')} "
                   f"(spacing {made.spacing:+.2f})")
+    print(time_reading(list(photos)[: args.timed], args.model, args.reader))
+
+
+def time_reading(paths, model_path, reader_path):
+    """How long one number photo takes to read once the models are loaded: the median of `paths`,
+    each read alone as --predict reads it (decode, find the line, read it), on this machine's CPU."""
+    import time
+
+    from digits.predict import load_trained_model, predict_images
+    from digits.reader import READER_FILE, load_reader
+
+    model, reader = load_trained_model(model_path), load_reader(reader_path or READER_FILE)
+    predict_images(model, paths[:1], reader)  # the first call compiles
+    seconds = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        for path in paths:
+            started = time.perf_counter()
+            predict_images(model, [path], reader)
+            seconds.append(time.perf_counter() - started)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
+    return (f"Reading one number photo, models loaded: median {1000 * np.median(seconds):.0f} ms, slowest "
+            f"{1000 * max(seconds):.0f} ms, over {len(seconds)} photos ({cpu}, {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

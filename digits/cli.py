@@ -128,6 +128,9 @@ def build_parser():
                              "left to right, one or several (up to 20: crop a page to the number)")
     parser.add_argument("--model", type=Path, default=None,
                         help="the trained model --predict, --draw and --evaluate use (default: OUTPUT_DIR/model.keras)")
+    parser.add_argument("--reader", type=Path, default=None, metavar="PATH",
+                        help="the number reader --predict and --draw read numbers with (default: "
+                             "models/number_reader.keras, shipped; train another with train_number_reader.py)")
     parser.add_argument("--draw", action="store_true",
                         help="serve a page to draw digits on and watch the model read them, instead of training")
     parser.add_argument("--port", type=whole_number(0, 65535), default=8000,
@@ -156,6 +159,8 @@ def parse_args(argv=None):
     if args.model and not modes:
         parser.error("--model is only used with --predict, --draw or --evaluate; training writes "
                      "OUTPUT_DIR/model.keras")
+    if args.reader and not (args.predict or args.draw):
+        parser.error("--reader is only used with --predict or --draw, which read numbers with it")
     if args.collect and not args.draw:
         parser.error("--collect saves the digits drawn on the drawing page: use it with --draw")
     try:

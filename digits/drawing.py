@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from digits.errors import InputError
-from digits.numbers import MAX_PIECES, Piece, find_digits
+from digits.numbers import MAX_PIECES, Piece, TooManyDigits, find_digits, read_line
 from digits.photos import read_image, to_mnist_form
 
 MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
@@ -31,6 +31,7 @@ STROKE_WIDTH = 0.15  # of that side: the drawn test digits then carry as much in
 # overlap, or a 1 beside a digit, stay apart.
 JOIN_OVERLAP = 1 / 3
 JOIN_GAP = 0.06
+LINE_PIXELS = 64  # a drawing's height, in pixels, once rendered as a line for the number reader
 SPECK = 0.08  # beside larger digits, a piece smaller than this share of the drawing's height is a slip of the pen
 
 
@@ -131,11 +132,47 @@ def group_strokes(strokes):
     return [group for group, size in zip(groups, sizes) if size >= SPECK * height or size == max(sizes)]
 
 
-def drawn_digits(strokes):
+def render_line(strokes):
+    """Draw the strokes as a line of writing, light ink on black: LINE_PIXELS high, the pen a share of
+    that as MNIST's; (ink, scale, offset): picture pixel = (stroke point - offset) * scale."""
+    points = np.concatenate(strokes)
+    low = points.min(axis=0)
+    height, width = np.ptp(points, axis=0)
+    scale = LINE_PIXELS / max(height, width / MAX_PIECES, 1e-6)  # a flat line is no wider than 20 digits
+    pen = round(STROKE_WIDTH * LINE_PIXELS)
+    offset = low - pen / scale
+    image = Image.new("L", (round(width * scale) + 2 * pen + 1, round(height * scale) + 2 * pen + 1), 0)
+    draw = ImageDraw.Draw(image)
+    for stroke in strokes:
+        xy = [tuple(p) for p in (stroke - offset) * scale]
+        if len(xy) > 1:
+            draw.line(xy, fill=255, width=pen, joint="curve")
+        for x, y in (xy[0], xy[-1]):
+            draw.ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill=255)
+    return np.asarray(image, dtype=np.float32) / 255, scale, offset
+
+
+def drawn_digits(strokes, reader=None):
     """The digits of a drawing, left to right, each a Piece: its box (left, top, right, bottom) in
-    the strokes' own units, and its strokes drawn again on their own and put in MNIST's form, so that
-    a drawing of one digit reads exactly as one digit always did. BadRequest past MAX_PIECES."""
+    the strokes' own units, and its image in MNIST's form. With the number `reader` (find_digits'), a
+    drawing it reads several digits in is read by it; a drawing of one digit reads exactly as one digit
+    always did: its strokes drawn again and put in MNIST's form. BadRequest past MAX_PIECES."""
+    unsure = False
+    if reader is not None:
+        ink, scale, offset = render_line(strokes)
+        try:
+            pieces = read_line(ink, reader)
+        except TooManyDigits as e:
+            raise BadRequest(f"{e.count} digits drawn, at most {MAX_PIECES} are read at once: "
+                             "draw fewer (Clear, then draw the rest)")
+        if len(pieces) > 1:
+            return [piece._replace(box=(piece.box[0] / scale + offset[0], piece.box[1] / scale + offset[1],
+                                        piece.box[2] / scale + offset[0], piece.box[3] / scale + offset[1]))
+                    for piece in pieces]
+        unsure = not pieces
     groups = group_strokes(strokes)
+    if reader is not None and len(groups) > 1:  # the reader sees one digit: all the strokes are it
+        groups = [strokes]
     if len(groups) > MAX_PIECES:
         raise BadRequest(f"{len(groups)} digits drawn, at most {MAX_PIECES} are read at once: "
                          "draw fewer (Clear, then draw the rest)")
@@ -144,7 +181,7 @@ def drawn_digits(strokes):
         digit = to_mnist_form(render_strokes(group))
         if digit is not None:
             points = np.concatenate(group)
-            pieces.append(Piece((*points.min(axis=0).tolist(), *points.max(axis=0).tolist()), digit))
+            pieces.append(Piece((*points.min(axis=0).tolist(), *points.max(axis=0).tolist()), digit, unsure=unsure))
     return pieces
 
 
@@ -195,8 +232,8 @@ class Found(NamedTuple):
 
 
 def photo_digits(gray, reader=None):
-    """find_digits, as --predict reads a photo (cut where `reader`, the model, reads surest), with its
-    refusals as BadRequest."""
+    """find_digits, as --predict reads a photo (with `reader`, the number reader), with its refusals
+    as BadRequest."""
     try:
         pieces = find_digits(gray, reader)
     except InputError as e:
@@ -208,12 +245,12 @@ def photo_digits(gray, reader=None):
 
 def digits_from_request(payload, budget=None, reader=None):
     """The request's "strokes" (grouped into digits, each drawn again) or "image" (a photo, decoded
-    within the Budget of pixels if one is given, read as --predict reads it, with the `reader` that
-    find_digits takes) as Found digits."""
+    within the Budget of pixels if one is given, read as --predict reads it), read with the number
+    `reader` that find_digits takes, as Found digits."""
     if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
     if "strokes" in payload:
-        pieces = drawn_digits(parse_strokes(payload["strokes"]))
+        pieces = drawn_digits(parse_strokes(payload["strokes"]), reader)
         if not pieces:
             raise BadRequest("blank image: no digit found")
         return Found(pieces, None)

@@ -1,5 +1,6 @@
 """Read the number (one digit or several) in each of the user's images with a trained model."""
 
+import functools
 import sys
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
 from digits.numbers import find_digits
 from digits.photos import read_image
+from digits.reader import read_strips
 from digits.settings import EVAL_BATCH_SIZE
 
 UNSURE = 0.9  # below this confidence the runner-up digits are printed too
@@ -68,7 +70,7 @@ class Predictions(NamedTuple):
 
 def read_pieces(path, reader=None):
     """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason;
-    `reader`: find_digits'."""
+    `reader`: find_digits' (the number reader)."""
     gray, preview = read_image(path)
     pieces = find_digits(gray, reader)
     if not pieces:
@@ -76,31 +78,35 @@ def read_pieces(path, reader=None):
     return preview, gray.shape, pieces  # the small copy only: a photo's pixels are let go
 
 
-def reading(probabilities):
+def reading(probabilities, unsure=False):
     """What one image's line says after its name: '7 (99.8%)', with the runners-up when unsure, for
-    one digit; '1024 (1 99.9%, 0 98.1%, 2 100.0%, 4 97.0%)' for several."""
+    one digit; '1024 (1 99.9%, 0 98.1%, 2 100.0%, 4 97.0%)' for several. `unsure`: the number reader
+    saw no digit (letters, a scribble), said after the network's answer."""
     if len(probabilities) == 1:
         ranked = np.argsort(probabilities[0])[::-1]
         line = f"{ranked[0]} ({probabilities[0][ranked[0]]:.1%})"
         if probabilities[0][ranked[0]] < UNSURE:  # unsure: show what else it might be
             line += ", else " + ", ".join(f"{d} ({probabilities[0][d]:.1%})" for d in ranked[1:3])
-        return line
+        return line + ("; unsure: the number reader sees no digit here" if unsure else "")
     labels = [int(np.argmax(p)) for p in probabilities]
     return "".join(map(str, labels)) + " (" + ", ".join(f"{d} {p[d]:.1%}" for d, p in zip(labels, probabilities)) + ")"
 
 
-def predict_images(model, paths):
+def predict_images(model, paths, reader=None):
     """Print one line per image, in the order given, and return Predictions: an unreadable or blank
     image, or one holding more than a number, gets its line on stderr, in its place, and the rest
-    are still predicted, all their digits together, in batches of up to 1,000."""
+    are still predicted. `reader`: the number reader model, which reads the numbers; the single
+    digits are read by `model`, all together, in batches of up to 1,000."""
     read, failed = [], 0
+    line_reader = None if reader is None else functools.partial(read_strips, reader)
     for path in paths:
         try:
-            read.append((path, read_pieces(path, lambda digits: np.asarray(model.predict_on_batch(digits[..., None])))))
+            read.append((path, read_pieces(path, line_reader)))
         except InputError as e:
             read.append((path, e))
             failed += 1
-    digits = [piece.digit for _, found in read if not isinstance(found, InputError) for piece in found[2]]
+    digits = [piece.digit for _, found in read if not isinstance(found, InputError) for piece in found[2]
+              if piece.probabilities is None]
     answers = iter([])
     if digits:
         digits = np.stack(digits)[..., None]
@@ -112,8 +118,8 @@ def predict_images(model, paths):
             print(f"{path}: error: {found}", file=sys.stderr, flush=True)
             continue
         preview, size, pieces = found
-        probabilities = [next(answers) for _ in pieces]
-        print(f"{path}: {reading(probabilities)}", flush=True)
+        probabilities = [next(answers) if piece.probabilities is None else piece.probabilities for piece in pieces]
+        print(f"{path}: {reading(probabilities, pieces[0].unsure)}", flush=True)
         labels = [int(np.argmax(p)) for p in probabilities]
         results.append(Prediction(str(path), preview, size, [piece.box for piece in pieces],
                                   [piece.digit for piece in pieces], labels,

@@ -18,6 +18,8 @@ import numpy as np
 from digits.collect import drawing_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
 from digits.errors import IMAGE_SIZE
+from digits.lines import LINE_HEIGHT, WIDTH_STEP
+from digits.reader import read_strips
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -133,7 +135,8 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                 if route == "/save":
                     reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
                 else:
-                    found = digits_from_request(payload, self.server.decoding, self.server.read_digits)
+                    reader = self.server.read_lines if self.server.reader is not None else None
+                    found = digits_from_request(payload, self.server.decoding, reader)
             if route == "/predict":
                 reply = self.server.read(found)
         except BadRequest as e:
@@ -169,7 +172,7 @@ class DrawingPageServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address, model, loopback=True, collection=None):
+    def __init__(self, address, model, loopback=True, collection=None, reader=None):
         host, port = address
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -178,6 +181,7 @@ class DrawingPageServer(ThreadingHTTPServer):
         self.decoding = Budget(MAX_IMAGE_PIXELS)  # photo pixels decoded at once: a few small, or one large
         self.collection = collection  # a digits.collect.Collection with --collect: POST /save, GET /collection
         self.model = model
+        self.reader = reader  # the number reader: reads a drawing or photo of several digits
         self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
         self.loopback = loopback
         self.files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
@@ -201,7 +205,7 @@ class DrawingPageServer(ThreadingHTTPServer):
         "probabilities" and "image" at the top, as the page's replies always had."""
         digits = []
         for piece in found.pieces:
-            probabilities = self.predict(piece.digit)
+            probabilities = self.predict(piece.digit) if piece.probabilities is None else piece.probabilities
             digits.append({"digit": int(probabilities.argmax()),
                            "probabilities": [round(float(p), 6) for p in probabilities],
                            "image": np.round(piece.digit * 255).astype(int).tolist(),
@@ -209,6 +213,7 @@ class DrawingPageServer(ThreadingHTTPServer):
         reply = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits}
         if len(digits) == 1:
             reply.update({key: digits[0][key] for key in ("digit", "probabilities", "image")})
+            reply["unsure"] = found.pieces[0].unsure  # the number reader sees no digit: letters, a scribble
         if found.size is not None:
             reply["size"] = list(found.size)
         return reply
@@ -218,13 +223,20 @@ class DrawingPageServer(ThreadingHTTPServer):
         return self.read_digits(digit[None])[0]
 
     def read_digits(self, digits):
-        """The model's ten probabilities for each of a stack of 28x28 digits (find_digits' reader)."""
+        """The model's ten probabilities for each of a stack of 28x28 digits."""
         with self.model_lock:
             return np.asarray(self.model.predict_on_batch(digits[..., None]), np.float64)
+
+    def read_lines(self, strips):
+        """The number reader's Readings of strips (find_digits' reader)."""
+        with self.model_lock:
+            return read_strips(self.reader, strips)
 
     def warm_up(self):
         """The first prediction compiles the model: do it before the first visitor waits for it."""
         self.predict(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32))
+        if self.reader is not None:
+            self.read_lines([np.zeros((LINE_HEIGHT, 8 * WIDTH_STEP), np.float32)])
 
     def handle_error(self, request, client_address):
         """A request that failed: one warning line, except for a closed tab, which is no news."""

@@ -53,6 +53,14 @@ def bundled_mnist():
 
 
 @pytest.fixture(scope="session")
+def number_reader():
+    """The shipped number reader, as find_digits takes it: strips -> Readings."""
+    from digits.reader import load_reader, read_strips
+
+    return functools.partial(read_strips, load_reader())
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """One quick real training run, shared by the tests that read its outputs or use its model."""
     out = tmp_path_factory.mktemp("trained")
@@ -227,10 +235,11 @@ def bold_photo(digit, size, kind, rng):
 
 
 def bold_photos(model, folder, count, rng, first=3000):
-    """Bold tight crops of test digits the model reads right when clean, 48 to 1,600 px; {path: label}."""
+    """Bold tight crops of test digits the model reads right when clean (None: all), 48 to 1,600 px;
+    {path: label}."""
     _, _, x_test, y_test, _ = bundled_mnist()
     indices = np.arange(first, first + count)
-    untouched = model.predict(preprocess(x_test[indices]), verbose=0).argmax(axis=1)
+    untouched = y_test[indices] if model is None else model.predict(preprocess(x_test[indices]), verbose=0).argmax(1)
     paths = {}
     for n, i in enumerate(indices):
         if untouched[n] != y_test[i]:

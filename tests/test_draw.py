@@ -310,21 +310,24 @@ def test_one_digit_drawn_reads_exactly_as_before(server):
             key: reply[key] for key in ("digit", "probabilities", "image")}
 
 
-def test_each_digit_of_a_number_reaches_the_model_as_if_drawn_alone(server):
+def test_a_drawn_number_is_read_by_the_number_reader(server):
+    """Each number of draw_accuracy.NUMBERS drawn: one card a digit, left to right, each with the reader's
+    ten probabilities for it and the 28x28 image of its part of the drawing; no one digit speaks for it."""
     _, url = server
+    right = 0
     for nth, number in enumerate(NUMBERS):
-        drawn = number_drawing(number, nth)
-        status, reply = predict(url, {"strokes": drawn["strokes"]})
+        status, reply = predict(url, {"strokes": number_drawing(number, nth)["strokes"]})
         assert status == 200, reply
-        assert len(reply["digits"]) == len(number) and "digit" not in reply  # no one digit speaks for a number
+        assert len(reply["digits"]) >= 2 and "digit" not in reply
         assert reply["number"] == "".join(str(d["digit"]) for d in reply["digits"])
+        right += reply["number"] == number
         lefts = [d["box"][0] for d in reply["digits"]]
         assert lefts == sorted(lefts)  # left to right
-        ends = np.cumsum([0, *drawn["parts"]])
-        for place, read in enumerate(reply["digits"]):
-            _, alone = predict(url, {"strokes": drawn["strokes"][ends[place] : ends[place + 1]]})
-            assert {key: read[key] for key in ("digit", "probabilities", "image")} == {
-                key: alone[key] for key in ("digit", "probabilities", "image")}, (number, place)
+        for read in reply["digits"]:
+            assert len(read["probabilities"]) == 10 and abs(sum(read["probabilities"]) - 1) < 1e-3
+            assert read["digit"] == int(np.argmax(read["probabilities"]))
+            assert np.array(read["image"]).shape == (28, 28) and np.array(read["image"]).max() > 100
+    assert right == len(NUMBERS)
 
 
 def row_of_ones(count):

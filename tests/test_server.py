@@ -290,16 +290,16 @@ def number_photo(digits, rng):
     return encoded(Image.fromarray(np.uint8(paper * 255), "L"), "PNG")
 
 
-def test_a_photo_on_the_page_is_read_by_the_same_steps_as_predict(server):
-    """The page's photo path is find_digits on the photo as read_image reads it, as --predict's: the same
-    pieces, each the same 28x28 image, their boxes in the photo as read."""
+def test_a_photo_on_the_page_is_read_by_the_same_steps_as_predict(server, number_reader):
+    """The page's photo path is find_digits on the photo as read_image reads it, with the number reader,
+    as --predict's: the same pieces, each the same 28x28 image, their boxes in the photo as read."""
     _, url = server
     _, _, x_test, _, _ = bundled_mnist()
     rng = np.random.default_rng(5)
     for digits in ((x_test[7],), (x_test[0], x_test[1]), (x_test[2], x_test[3], x_test[4])):
         data = number_photo(digits, rng)
         gray, _ = read_image(io.BytesIO(data))
-        pieces = find_digits(gray)
+        pieces = find_digits(gray, number_reader)
         status, reply = photo(url, data)
         assert status == 200, reply
         assert reply["size"] == [gray.shape[1], gray.shape[0]] and len(reply["digits"]) == len(pieces)

@@ -6,6 +6,7 @@ Each is a test digit drawn as dark ink on light paper, enlarged, off-centre in a
 in colour, on an unevenly lit page or with a transparent background: what a phone photo of a
 handwritten digit looks like to the program. Try them with
 `python handwritten_digit_classification.py --predict data/examples/*.png data/examples/*.jpg`.
+The two number-*.jpg photos are whole numbers, read by the number reader.
 """
 
 import sys
@@ -27,4 +28,14 @@ for n, index in enumerate([3, 2, 1, 18, 4, 8, 11, 0]):  # test digits 0 to 7
     image, extension = phone_photo(x_test[index], kind, rng)
     path = HERE / f"digit-{y_test[index]}-{kind}.{extension}"
     image.save(path)
+    print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+
+# Two numbers, written with test digits side by side as the number benchmark writes them, one touching.
+from digits.lines import number_ink, photo_of  # noqa: E402
+
+rng = np.random.default_rng(2027)
+for indices, spacing, kind in (([2, 1, 3, 4], 0.35, "paper"), ([0, 18, 15], -0.02, "chalkboard")):
+    ink = number_ink(x_test[indices], rng, height=90, spacing=spacing)
+    path = HERE / f"number-{''.join(str(y_test[i]) for i in indices)}-{kind}.jpg"
+    photo_of(ink.canvas, ink.height, kind, rng).save(path, quality=85)
     print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)

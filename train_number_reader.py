@@ -1,0 +1,205 @@
+"""Train the number reader: the small network that reads a whole line of digits in a photo or drawing.
+
+    python train_number_reader.py                        # ~60 min on 2 CPU cores: models/number_reader.keras
+    python train_number_reader.py --steps 300 --output /tmp/reader.keras   # a quick try
+
+The default run's network reads one digit; this one reads a number (digits.reader). It learns from
+lines written on the fly from MNIST *training* digits: 1 to 8 digits, spacing from crossing strokes
+through touching to well apart, varied height, baseline, slant, width and stroke, as ink and as
+photos on paper. It is measured on lines of MNIST *test* digits only, as ink, on paper, and on a
+chalkboard, a look it never trained on. It prints and writes its figures like a run: metrics.json and
+reader_lines.png (lines read right and wrong) in --output-dir. The trained reader ships in the
+repository, so --predict and the drawing page read numbers without this step.
+
+Story of a run: read the command line, load MNIST, write the photo lines, build, train, evaluate, save.
+"""
+
+import argparse
+import functools
+import json
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from digits.backend import load_keras, seed_everything
+from digits.data import load_mnist
+from digits.lines import LOOKS, MAX_DIGITS, SPACINGS, batch_of, lines
+from digits.reader import READER_FILE, build_reader, ctc_loss, read_strips
+
+PHOTO_SHARE = 0.25  # of training lines: photos on paper (the rest is ink as written)
+
+
+def parse_args(argv=None):
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=44000, help="training steps (default 44000)")
+    parser.add_argument("--batch-size", type=int, default=64, help="lines a step (default 64)")
+    parser.add_argument("--lr", type=float, default=2e-3,
+                        help="Adam's first learning rate, decayed along a cosine (default 2e-3)")
+    parser.add_argument("--photos", type=int, default=8000, help="paper photo lines written before training, "
+                        "each seen many times (default 8000, ~3 min)")
+    parser.add_argument("--limit-train", type=int, help="train on the first N MNIST training digits only")
+    parser.add_argument("--test-lines", type=int, default=2000, help="test lines of each look (default 2000)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="training precision (bfloat16 pays on CPUs with AVX512-BF16 or AMX)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--output", type=Path, default=READER_FILE, help=f"the reader file (default {READER_FILE})")
+    parser.add_argument("--output-dir", type=Path, default=Path("outputs") / "reader",
+                        help="its figures: metrics.json, reader_lines.png (default outputs/reader)")
+    return parser.parse_args(argv)
+
+
+class Lines:
+    """Batches of training lines, written on the fly: each batch of similar lengths (so little paper
+    pads them), a share of them photos drawn from a pool written once."""
+
+    def __init__(self, x, y, photos, batch_size, rng):
+        self.x, self.y, self.photos, self.batch_size, self.rng = x, y, photos, batch_size, rng
+        self.by_length = {n: [p for p in photos if len(p.number) == n] for n in range(1, MAX_DIGITS + 1)}
+
+    def batch(self):
+        """One batch: (strips (N, 28, width, 1), labels (N, 8)), of 1 to 8 digits, lengths within one."""
+        longest = int(self.rng.integers(1, MAX_DIGITS + 1))
+        shortest = max(1, longest - 1)
+        photo_count = self.rng.binomial(self.batch_size, PHOTO_SHARE) if self.photos else 0
+        made = lines(self.x, self.y, self.batch_size - photo_count, self.rng, lengths=(shortest, longest))
+        pool = [p for n in range(shortest, longest + 1) for p in self.by_length[n]]
+        made += [pool[k] for k in self.rng.integers(0, len(pool), photo_count)] if pool else []
+        return batch_of([line.strip for line in made], [line.number for line in made])
+
+
+def train(model, data, steps, lr, started, save):
+    """Train for `steps` batches, calling `save` every 10% of them (a long run stopped keeps its
+    latest reader); the losses."""
+    keras = load_keras()
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps, alpha=0.02, warmup_target=None)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0), loss=ctc_loss)
+    losses = []
+    report = max(1, steps // 40)
+    with ThreadPoolExecutor(1) as writer:  # the next batches are written while the network trains
+        coming = deque(writer.submit(data.batch) for _ in range(3))
+        for step in range(1, steps + 1):
+            images, labels = coming.popleft().result()
+            if step + len(coming) < steps:
+                coming.append(writer.submit(data.batch))
+            losses.append(float(np.asarray(model.train_on_batch(images, labels))))
+            if step % report == 0 or step == steps:
+                print(f"step {step:,}/{steps:,}: CTC loss {np.mean(losses[-report:]):.3f} "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+            if step % max(1, steps // 10) == 0 and step < steps:
+                save(model)
+    return losses
+
+
+def evaluate(model, test_lines):
+    """{look: figures} for test lines of each look: every digit right, by length and by spacing band."""
+    figures = {}
+    for look, made in test_lines.items():
+        readings = read_strips(model, [line.strip for line in made])
+        right = [reading.number == line.number for line, reading in zip(made, readings)]
+        by_length = {n: [r for r, line in zip(right, made) if len(line.number) == n] for n in range(1, MAX_DIGITS + 1)}
+        by_band = {name: [r for r, line in zip(right, made) if low <= line.spacing < high]
+                   for low, high, name in [(-0.3, -0.15, "crossing"), *SPACINGS[:-1], (0.2, 0.81, "apart")]}
+        figures[look] = {
+            "lines": len(made), "read right": int(sum(right)), "accuracy": float(np.mean(right)),
+            "by length": {n: f"{sum(r)} of {len(r)}" for n, r in by_length.items() if r},
+            "by spacing": {name: f"{sum(r)} of {len(r)}" for name, r in by_band.items() if r},
+        }
+        figures[look]["examples"] = [(line, reading.number) for line, reading in zip(made, readings)]
+    return figures
+
+
+def picture(figures, path):
+    """reader_lines.png: lines of each look read right (green) and wrong (red, with what was read)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for look, figure in figures.items():
+        examples = figure["examples"]
+        rows += [(look, line, read) for line, read in examples if read == line.number][:3]
+        rows += [(look, line, read) for line, read in examples if read != line.number][:3]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 0.75 * len(rows) + 0.5))
+    for ax, (look, line, read) in zip(np.atleast_1d(axes), rows):
+        ax.imshow(line.strip, cmap="gray", aspect="equal")
+        ok = read == line.number
+        ax.set_title(f"{look}: {line.number} read as {read or '(nothing)'}", fontsize=9,
+                     color="tab:green" if ok else "tab:red", loc="left")
+        ax.axis("off")
+    fig.suptitle("Number reader on lines of MNIST test digits: read right and wrong", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_reader(model, path):
+    """The trained reader saved to `path` in float32, without the optimizer: a small file that reads
+    on any backend, written whole or not at all. Returns the saved model."""
+    keras = load_keras()
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    reader = build_reader()
+    keras.mixed_precision.set_global_policy(policy)
+    reader.set_weights(model.get_weights())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".partial-{path.name}")
+    reader.save(partial)
+    partial.replace(path)
+    return reader
+
+
+def main(argv=None):
+    """Load, write the photo lines, build, train, save, evaluate, report."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    keras = load_keras()
+    seed_everything(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    # 1. Data: MNIST's training digits write the training lines; its test digits the test lines.
+    mnist = load_mnist("bundled")
+    x_train, y_train = mnist.x_train[: args.limit_train], mnist.y_train[: args.limit_train]
+    photos = lines(x_train, y_train, args.photos, rng, looks=("paper",)) if args.photos else []
+    test_rng = np.random.default_rng(1000 + args.seed)
+    test_lines = {look: lines(mnist.x_test, mnist.y_test, args.test_lines, test_rng, looks=(look,)) for look in LOOKS}
+    print(f"Data: {len(x_train):,} MNIST training digits write the training lines ({len(photos):,} photos on "
+          f"paper written, {time.perf_counter() - started:.0f} s); {args.test_lines:,} lines of test digits "
+          f"a look ({', '.join(LOOKS)}; chalkboard never trained on)", flush=True)
+
+    # 2. Build and train.
+    if args.precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_reader()
+    print(f"Reader: {model.count_params():,} parameters; {args.steps:,} steps of {args.batch_size} lines, "
+          f"{args.precision}", flush=True)
+    save = functools.partial(save_reader, path=args.output)
+    losses = train(model, Lines(x_train, y_train, photos, args.batch_size, rng), args.steps, args.lr, started, save)
+    trained_seconds = time.perf_counter() - started
+
+    # 3. Save, then evaluate the reader as saved.
+    reader = save_reader(model, args.output)
+
+    # 4. Evaluate on lines of test digits, print and write the figures.
+    figures = evaluate(reader, test_lines)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    picture(figures, args.output_dir / "reader_lines.png")
+    for look, figure in figures.items():
+        figure.pop("examples")
+        print(f"{look}: {figure['read right']} of {figure['lines']} test lines read with every digit right "
+              f"({figure['accuracy']:.2%}); by length {figure['by length']}; by spacing {figure['by spacing']}")
+    metrics = {"reader": str(args.output), "parameters": reader.count_params(), "steps": args.steps,
+               "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
+               "training_seconds": round(trained_seconds, 1), "final_loss": float(np.mean(losses[-100:])),
+               "test": figures}
+    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"Saved the reader to {args.output} and its figures to {args.output_dir} "
+          f"({time.perf_counter() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
