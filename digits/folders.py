@@ -17,6 +17,7 @@ from PIL import Image
 
 from digits import photos
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError
+from digits.files import open_regular
 
 MAX_FILES = 200_000  # images in one folder set: MNIST's 60,000 training digits fit three times over
 MAX_FILE_BYTES = 50 * 2**20  # a phone photo is a few MB
@@ -81,27 +82,25 @@ def list_labelled(folder):
 def read_digit(path):
     """One file as the 28x28 uint8 digit the network reads (MNIST's form), or InputError with the reason.
 
-    A 28x28 grayscale image with a dark border passes unchanged, as it does for --predict.
+    A 28x28 grayscale image with a dark border passes unchanged, as it does for --predict. Only a
+    regular file is opened (files.open_regular): a FIFO or a device is left out with its reason.
     """
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise InputError(f"cannot be read ({e.strerror})")
-    if path.is_dir():
-        raise InputError("a folder, not an image")
-    if size > MAX_FILE_BYTES:
-        raise InputError(f"{size / 2**20:.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB an image may be: "
-                         f"scale it down first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # the header only
-                pixels = image.width * image.height
-    except Exception:  # noqa: BLE001 -- read_image below says what is wrong in its own words
-        pixels = 0
-    if pixels > MAX_PIXELS:
-        raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
-    digit, _ = photos.read_digit(path)
+    with open_regular(path, "an image") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{size / 2**20:.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB an image may be: "
+                             f"scale it down first")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:  # the header only
+                    pixels = image.width * image.height
+        except Exception:  # noqa: BLE001 -- read_image below says what is wrong in its own words
+            pixels = 0
+        if pixels > MAX_PIXELS:
+            raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
+        file.seek(0)
+        digit, _ = photos.read_digit(file)
     return np.round(digit * 255).astype(np.uint8)
 
 

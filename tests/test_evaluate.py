@@ -1,6 +1,7 @@
 """Your own labelled digits: --evaluate DIR (DIR/0/ ... DIR/9/) and --data DIR (DIR/train/0..9/,
 DIR/test/0..9/), through the command line on real image files."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,6 +95,29 @@ def test_evaluate_writes_its_pictures_like_a_run(evaluated):
         with Image.open(report / name) as image:
             assert image.format == "PNG" and image.width > 400
     assert f"Saved: {report / 'confusion_matrix.png'}" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def odd_folder(trained, tmp_path_factory):
+    """--evaluate over ten MNIST digits and files that are not what they seem: a named pipe (FIFO),
+    which a reader would wait on for ever. Returns (the folder, the report folder, the result)."""
+    out, _, _ = trained
+    root = tmp_path_factory.mktemp("odd")
+    _, _, x_test, y_test, _ = bundled_mnist()
+    write_mnist_pngs(root, x_test[:10], y_test[:10], "d")
+    os.mkfifo(root / "7" / "pipe.png")
+    report = tmp_path_factory.mktemp("report")
+    result = run_cli("--evaluate", root, "--model", out / "model.keras", "--output-dir", report, timeout=180)
+    return root, report / f"evaluate-{root.name}", result
+
+
+def test_a_fifo_is_left_out_unopened_with_its_reason(odd_folder):
+    root, report, result = odd_folder
+    assert result.returncode == 0, result.stderr
+    assert (f"{root / '7' / 'pipe.png'}: error: a named pipe (FIFO), not an image: only regular files are read, "
+            "save what it holds to a file and give that") in result.stderr.splitlines()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["images"] == 10 and str(root / "7" / "pipe.png") in [s["path"] for s in metrics["skipped"]]
 
 
 def test_a_28x28_digit_reaches_the_network_unchanged_as_with_predict(tmp_path):

@@ -1,4 +1,5 @@
 """Predicting your own digits: photos of MNIST test digits, as a phone would take them."""
+import os
 import re
 import struct
 import zlib
@@ -199,6 +200,28 @@ def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, t
         f"{tmp_path}: error: a folder, not an image"]
     assert predictions(result.stdout) == {str(tmp_path / "good.png"): int(y_test[0]),
                                           str(tmp_path / "big.jpg"): int(y_test[1])}
+
+
+@pytest.fixture(scope="module")
+def odd_files(trained, tmp_path_factory):
+    """One --predict run over a digit and files that are not what they seem: a named pipe (FIFO),
+    which a reader would wait on for ever. Returns (the folder, the result)."""
+    out, _, _ = trained
+    folder = tmp_path_factory.mktemp("odd")
+    _, _, x_test, _, _ = bundled_mnist()
+    Image.fromarray(x_test[0]).save(folder / "good.png")
+    os.mkfifo(folder / "pipe.png")
+    result = run_cli("--predict", folder / "pipe.png", folder / "good.png", "--model", out / "model.keras",
+                     "--output-dir", folder / "pred", timeout=180)
+    return folder, result
+
+
+def test_a_fifo_gets_its_line_unopened_and_the_rest_are_predicted(odd_files):
+    folder, result = odd_files
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"{folder / 'pipe.png'}: error: a named pipe (FIFO), not an image: only regular files are read, save "
+            "what it holds to a file and give that") in result.stderr.splitlines()
+    assert str(folder / "good.png") in predictions(result.stdout)
 
 
 def test_a_large_photo_is_read_reduced_and_kept_small(tmp_path):
