@@ -6,7 +6,7 @@ import contextlib
 import difflib
 from pathlib import Path
 
-from digits.errors import InputError
+from digits.errors import InputError, SetupError
 from digits.settings import (
     ARCHITECTURES,
     CNN_DENSE_UNITS,
@@ -173,8 +173,11 @@ def parse_args(argv=None):
 @contextlib.contextmanager
 def option_named(option, advice=""):
     """Within the block, a library's InputError is told with the option behind it:
-    "out is a file" -> "--output-dir: out is a file", then `advice` (option None: advice only)."""
+    "out is a file" -> "--output-dir: out is a file", then `advice` (option None: advice only). A
+    SetupError (KERAS_BACKEND, say) is not the option's: it passes as it is."""
     try:
         yield
+    except SetupError:
+        raise
     except InputError as e:
         raise InputError(f"{option + ': ' if option else ''}{e}{advice}") from None

@@ -12,6 +12,11 @@ class InputError(Exception):
     """
 
 
+class SetupError(InputError):
+    """A problem with what is installed or set in the environment (KERAS_BACKEND, a missing package),
+    not with an option: told without an option's name."""
+
+
 def one_line(error):
     """A library's error message (numpy's can span lines) fit for the one-line report."""
     return " ".join(str(error).split()) or type(error).__name__

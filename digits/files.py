@@ -64,4 +64,6 @@ def reason(error):
     """An OSError from stat or open, as the one-line reason a file cannot be read."""
     if isinstance(error, FileNotFoundError):
         return "no such file"
+    if isinstance(error, PermissionError):
+        return "permission denied: make it readable (chmod +r)"
     return f"cannot be read ({error.strerror or type(error).__name__})"

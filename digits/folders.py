@@ -47,6 +47,17 @@ def visible(entries):
     return sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda entry: entry.name)
 
 
+def entries_of(folder):
+    """The entries of a folder (os.scandir's), or InputError saying why it cannot be listed."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except PermissionError:
+        raise InputError(f"{folder}: permission denied: make the folder readable (chmod +rx)") from None
+    except OSError as e:
+        raise InputError(f"{folder} cannot be listed ({e.strerror or type(e).__name__})") from None
+
+
 def list_labelled(folder):
     """[(path, digit)] of the files in folder/0/ ... folder/9/, checked against the layout and MAX_FILES
     before anything is read. Raises InputError for a missing folder or a subfolder not named 0-9."""
@@ -55,8 +66,7 @@ def list_labelled(folder):
         raise InputError(f"{folder} does not exist: give a folder laid out as {LAYOUT}")
     if not folder.is_dir():
         raise InputError(f"{folder} is a file, not a folder: give a folder laid out as {LAYOUT}")
-    with os.scandir(folder) as entries:
-        subfolders = [entry for entry in visible(entries) if entry.is_dir()]
+    subfolders = [entry for entry in visible(entries_of(folder)) if entry.is_dir()]
     for entry in subfolders:
         if entry.name not in {str(d) for d in range(NUM_CLASSES)}:
             split = (f"; for a training set's folders, give {Path(folder) / entry.name}"
@@ -65,14 +75,13 @@ def list_labelled(folder):
                              f"named 0 to 9 after the digit its images show (move or rename it){split}")
     files = []
     for entry in subfolders:
-        with os.scandir(entry.path) as images:
-            for image in images:
-                if image.name.startswith("."):
-                    continue
-                files.append((Path(image.path), int(entry.name)))
-                if len(files) > MAX_FILES:
-                    raise InputError(f"{folder} holds more than {MAX_FILES:,} images, more than this program "
-                                     f"reads: split it, or pick a sample")
+        for image in entries_of(entry.path):
+            if image.name.startswith("."):
+                continue
+            files.append((Path(image.path), int(entry.name)))
+            if len(files) > MAX_FILES:
+                raise InputError(f"{folder} holds more than {MAX_FILES:,} images, more than this program "
+                                 f"reads: split it, or pick a sample")
     files.sort(key=lambda pair: (pair[1], pair[0].name))
     if not files:
         raise InputError(f"{folder} holds no labelled image: lay it out as {LAYOUT}")

@@ -12,7 +12,17 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, SCRIPT, bundled_mnist, make_idx_folder, refusal, run_cli, write_idx, write_npz_member
+from conftest import (
+    ROOT,
+    SCRIPT,
+    bundled_mnist,
+    make_idx_folder,
+    make_unreadable,
+    refusal,
+    run_cli,
+    write_idx,
+    write_npz_member,
+)
 from PIL import Image
 
 
@@ -92,6 +102,14 @@ def test_a_fifo_in_the_data_is_refused_without_being_opened(tmp_path, out, where
     os.mkfifo(fifo)
     result = run_cli("--data", data, "--epochs", "1", "--output-dir", out, timeout=120)
     assert_refused(result, "--data", f"{fifo}: a named pipe (FIFO), not {what}: only regular files are read")
+
+
+def test_an_unreadable_idx_file(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    path = tmp_path / "d" / "train-labels-idx1-ubyte"
+    path.unlink()
+    make_unreadable(path)
+    refuse_data(tmp_path / "d", out, "--data", f"{path}: permission denied: make it readable")
 
 
 def test_images_not_28x28(tmp_path, out):

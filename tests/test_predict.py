@@ -7,7 +7,18 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import KINDS, ROOT, SCRIPT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli
+from conftest import (
+    KINDS,
+    ROOT,
+    SCRIPT,
+    bold_photos,
+    bundled_mnist,
+    make_unreadable,
+    phone_photo,
+    predictions,
+    refusal,
+    run_cli,
+)
 from PIL import Image
 
 from digits import data, photos, pictures
@@ -205,23 +216,36 @@ def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, t
 @pytest.fixture(scope="module")
 def odd_files(trained, tmp_path_factory):
     """One --predict run over a digit and files that are not what they seem: a named pipe (FIFO),
-    which a reader would wait on for ever. Returns (the folder, the result)."""
+    which a reader would wait on for ever; an image it may not read (None where this user reads any).
+    Returns (the folder, the result, the unreadable image)."""
     out, _, _ = trained
     folder = tmp_path_factory.mktemp("odd")
     _, _, x_test, _, _ = bundled_mnist()
     Image.fromarray(x_test[0]).save(folder / "good.png")
     os.mkfifo(folder / "pipe.png")
-    result = run_cli("--predict", folder / "pipe.png", folder / "good.png", "--model", out / "model.keras",
+    try:
+        locked = make_unreadable(folder / "locked.png")
+    except pytest.skip.Exception:
+        locked = None
+    odd = [folder / "pipe.png"] + ([locked] if locked else [])
+    result = run_cli("--predict", *odd, folder / "good.png", "--model", out / "model.keras",
                      "--output-dir", folder / "pred", timeout=180)
-    return folder, result
+    return folder, result, locked
 
 
 def test_a_fifo_gets_its_line_unopened_and_the_rest_are_predicted(odd_files):
-    folder, result = odd_files
+    folder, result, _ = odd_files
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (f"{folder / 'pipe.png'}: error: a named pipe (FIFO), not an image: only regular files are read, save "
             "what it holds to a file and give that") in result.stderr.splitlines()
     assert str(folder / "good.png") in predictions(result.stdout)
+
+
+def test_an_unreadable_image_says_permission_denied(odd_files):
+    _, result, locked = odd_files
+    if locked is None:
+        pytest.skip("no file here is unreadable to this user (root reads through permission bits)")
+    assert f"{locked}: error: permission denied: make it readable (chmod +r)" in result.stderr.splitlines()
 
 
 def test_a_large_photo_is_read_reduced_and_kept_small(tmp_path):
