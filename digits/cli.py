@@ -6,7 +6,7 @@ import contextlib
 import difflib
 from pathlib import Path
 
-from digits.errors import InputError, SetupError
+from digits.errors import InputError, SetupError, printable
 from digits.settings import (
     ARCHITECTURES,
     CNN_DENSE_UNITS,
@@ -30,7 +30,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
                      for close in [difflib.get_close_matches(word.split("=")[0], options, n=1)] if close]
             if meant:
                 message += f" (did you mean {' '.join(meant)}?)"
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, printable(f"{self.prog}: error: {message} (see --help)") + "\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -52,6 +52,13 @@ def test_missing_data_path(tmp_path, out):
     refuse_data(tmp_path / "nowhere", out, "does not exist", "--data")
 
 
+def test_names_in_error_lines_are_escaped(tmp_path, out):
+    """A newline or an escape sequence in a name the user gave shows as repr shows it: the line stays one."""
+    refuse_data(tmp_path / "no\nsuch\x1b[2J", out, f"{tmp_path}/no\\nsuch\\x1b[2J does not exist")
+    assert_refused(run_cli("--epochs", "1", "stray\n\x1b[2Jword", "--output-dir", out),
+                   "unrecognized arguments: stray\\n\\x1b[2Jword")
+
+
 def test_folder_missing_a_file(tmp_path, out):
     make_idx_folder(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()

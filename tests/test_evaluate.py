@@ -100,13 +100,15 @@ def test_evaluate_writes_its_pictures_like_a_run(evaluated):
 @pytest.fixture(scope="module")
 def odd_folder(trained, tmp_path_factory):
     """--evaluate over ten MNIST digits and files that are not what they seem: a named pipe (FIFO),
-    which a reader would wait on for ever; an image it may not read (None where this user reads any).
-    Returns (the folder, the report folder, the result, the unreadable image)."""
+    which a reader would wait on for ever; an image it may not read (None where this user reads any);
+    a broken file whose name holds a newline and an escape sequence. Returns (the folder, the report
+    folder, the result, the unreadable image)."""
     out, _, _ = trained
     root = tmp_path_factory.mktemp("odd")
     _, _, x_test, y_test, _ = bundled_mnist()
     write_mnist_pngs(root, x_test[:10], y_test[:10], "d")
     os.mkfifo(root / "7" / "pipe.png")
+    (root / "5" / "bad\x1b[31m\nname.png").write_bytes(b"not a picture")
     try:
         locked = make_unreadable(root / "2" / "locked.png")
     except pytest.skip.Exception:
@@ -123,6 +125,13 @@ def test_a_fifo_is_left_out_unopened_with_its_reason(odd_folder):
             "save what it holds to a file and give that") in result.stderr.splitlines()
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["images"] == 10 and str(root / "7" / "pipe.png") in [s["path"] for s in metrics["skipped"]]
+
+
+def test_names_in_the_list_of_those_left_out_are_escaped(odd_folder):
+    root, _, result, _ = odd_folder
+    assert (f"{root}/5/bad\\x1b[31m\\nname.png: error: not an image this program can read (UnidentifiedImageError)"
+            in result.stderr.splitlines())
+    assert "\x1b" not in result.stdout + result.stderr
 
 
 def test_an_unreadable_image_is_left_out_as_permission_denied(odd_folder):
