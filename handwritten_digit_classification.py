@@ -176,6 +176,7 @@ def load_model(args):
 
 def predict(args):
     """--predict: read the digit in each image, then save predictions.png; exit 1 if any failed."""
+    nothing_to_read(args.predict)  # told before Keras loads, which takes a while
     model = load_model(args)
     from digits import pictures
     from digits.predict import predict_images
@@ -193,6 +194,26 @@ def predict(args):
         if published.done:
             print(f"Saved: {printable(published.done[0])}")
     return 1 if run.failed or failures else 0
+
+
+def nothing_to_read(paths):
+    """Refuse --predict when no path can be an image file (missing, a folder, a FIFO...), judged by
+    stat alone; where one can, each of the others gets its line in its place, as an image that fails."""
+    from digits.files import check_regular
+
+    problems = []
+    for path in paths:
+        try:
+            return check_regular(path, "an image")
+        except InputError as e:
+            problems.append(e)
+    path, more = Path(paths[0]), (f" (and {len(paths) - 1} more that cannot be read)" if len(paths) > 1 else "")
+    if path.is_dir():
+        raise InputError(f"--predict: {path} is a folder: to read the images in it, pass {shlex.quote(str(path))}/*; "
+                         f"for labelled digits in {path}/0/ ... {path}/9/, use --evaluate {shlex.quote(str(path))}"
+                         f"{more}")
+    check = "" if os.path.lexists(path) else ": check the name"
+    raise InputError(f"--predict: {path}: {problems[0]}{check}{more}")
 
 
 def evaluate_yours(args):
@@ -225,29 +246,30 @@ def draw(args):
 
         with option_named("--collect"):
             collection = Collection(args.collect)
-    model = load_model(args)
     loopback = args.host in LOOPBACK_NAMES
     if not loopback:
         print(f"warning: --host {printable(args.host)}: the drawing page is reachable from other machines on "
               "the network", file=sys.stderr, flush=True)
-    try:
-        server = DrawingPageServer((args.host, args.port), model, loopback, collection)
+    try:  # bound before Keras loads, which takes a while: a port in use is told at once
+        server = DrawingPageServer((args.host, args.port), None, loopback, collection)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "
                              f"pass another, e.g. --port {args.port + 1 if args.port < 65535 else 8001}")
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
-    server.warm_up()
-    host, port = server.server_address[:2]
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
-    try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
-        if collection is not None:
-            print(printable(f"Saving the drawings you label to {args.collect}/<digit>/ "
-                            f"(then: --evaluate {args.collect})"), flush=True)
-        print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("Stopped the drawing page.", flush=True)
+    try:
+        server.model = load_model(args)  # requests wait in the queue until serve_forever
+        server.warm_up()
+        host, port = server.server_address[:2]
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+        try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
+            if collection is not None:
+                print(printable(f"Saving the drawings you label to {args.collect}/<digit>/ "
+                                f"(then: --evaluate {args.collect})"), flush=True)
+            print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("Stopped the drawing page.", flush=True)
     finally:
         server.server_close()
     return 0
