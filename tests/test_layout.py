@@ -64,10 +64,10 @@ def test_the_command_line_answers_without_keras(without_keras, tmp_path, args, w
         assert word in message, message
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "fifo", "several", "port in use"])
+@pytest.mark.parametrize("case", ["missing", "folder", "fifo", "device", "several", "port in use"])
 def test_predict_and_draw_answer_without_keras(without_keras, tmp_path, case):
-    """A --predict with nothing to read (a missing file, a folder, a FIFO, left unopened), and --draw on a
-    port in use: answered before Keras would load. The model file's first bytes pass its own check."""
+    """A --predict with nothing to read (a missing file, a folder, a FIFO or a device, left unopened), and
+    --draw on a port in use: answered before Keras would load. The model file's first bytes pass its check."""
     model = tmp_path / "model.keras"
     model.write_bytes(b"PK\x03\x04 a model's first bytes")
     env = {"PYTHONPATH": without_keras}
@@ -82,7 +82,8 @@ def test_predict_and_draw_answer_without_keras(without_keras, tmp_path, case):
     missing, folder, fifo = tmp_path / "missing.png", tmp_path / "photos", tmp_path / "pipe.png"
     folder.mkdir()
     os.mkfifo(fifo)
-    paths = {"missing": [missing], "folder": [folder], "fifo": [fifo], "several": [missing, folder, fifo]}[case]
+    paths = {"missing": [missing], "folder": [folder], "fifo": [fifo], "device": ["/dev/zero"],
+             "several": [missing, folder, fifo]}[case]
     message = refusal(run_cli("--predict", *paths, "--model", model, env=env, timeout=120))
     assert message == {
         "missing": f"error: --predict: {missing}: no such file: check the name",
@@ -90,6 +91,8 @@ def test_predict_and_draw_answer_without_keras(without_keras, tmp_path, case):
                   f"digits in {folder}/0/ ... {folder}/9/, use --evaluate {folder}",
         "fifo": f"error: --predict: {fifo}: a named pipe (FIFO), not an image: only regular files are read, save "
                 f"what it holds to a file and give that",
+        "device": "error: --predict: /dev/zero: a device, not an image: only regular files are read, save what it "
+                  "holds to a file and give that",
         "several": f"error: --predict: {missing}: no such file: check the name (and 2 more that cannot be read)",
     }[case]
 
