@@ -24,7 +24,7 @@ from pathlib import Path
 from digits import data, outputs
 from digits.backend import load_keras
 from digits.cli import option_named, parse_args
-from digits.errors import InputError
+from digits.errors import InputError, printable
 from digits.signals import stop_on_signals
 
 STARTED = time.perf_counter()  # start-up is timed from here, once Python and NumPy have loaded (~0.1 s)
@@ -57,7 +57,7 @@ def train_and_report(args):
     with option_named("--validation-split"):
         x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, args.validation_split)
     held_out = f", {len(x_val):,} held out for validation" if len(x_val) else ""
-    print(f"Data: {mnist.source}: {len(x_train):,} training{held_out} and {len(x_test):,} test images")
+    print(f"Data: {printable(mnist.source)}: {len(x_train):,} training{held_out} and {len(x_test):,} test images")
 
     # Keras loads only now, quietly: TensorFlow's start-up logs would bury the program's own output.
     keras = load_keras()
@@ -153,9 +153,9 @@ def train_and_report(args):
         print(f"Test accuracy: {result.accuracy:.4f}")
         print(f"Test loss: {result.loss:.4f}")
         published = outputs.publish(staging, args.output_dir, written.done, [name for name, _ in reports])
-    print("Saved: " + ", ".join(f"{path}{os.sep * path.is_dir()}" for path in published.done))
+    print("Saved: " + ", ".join(printable(f"{path}{os.sep * path.is_dir()}") for path in published.done))
     if published.removed:
-        print("Removed, as this run did not write them: " + ", ".join(map(str, published.removed)))
+        print("Removed, as this run did not write them: " + ", ".join(map(printable, published.removed)))
     if fit.interrupted:
         return 130
     return 1 if written.failed or published.failed else 0
@@ -184,6 +184,7 @@ def load_number_reader(args):
 
 def predict(args):
     """--predict: read the number in each image, then save predictions.png; exit 1 if any failed."""
+    nothing_to_read(args.predict)  # told before Keras loads, which takes a while
     model, reader = load_model(args), load_number_reader(args)
     from digits import pictures
     from digits.predict import predict_images
@@ -199,8 +200,28 @@ def predict(args):
             published = outputs.publish(staging, args.output_dir, written.done)
         failures = written.failed + published.failed
         if published.done:
-            print(f"Saved: {published.done[0]}")
+            print(f"Saved: {printable(published.done[0])}")
     return 1 if run.failed or failures else 0
+
+
+def nothing_to_read(paths):
+    """Refuse --predict when no path can be an image file (missing, a folder, a FIFO...), judged by
+    stat alone; where one can, each of the others gets its line in its place, as an image that fails."""
+    from digits.files import check_regular
+
+    problems = []
+    for path in paths:
+        try:
+            return check_regular(path, "an image")
+        except InputError as e:
+            problems.append(e)
+    path, more = Path(paths[0]), (f" (and {len(paths) - 1} more that cannot be read)" if len(paths) > 1 else "")
+    if path.is_dir():
+        raise InputError(f"--predict: {path} is a folder: to read the images in it, pass {shlex.quote(str(path))}/*; "
+                         f"for labelled digits in {path}/0/ ... {path}/9/, use --evaluate {shlex.quote(str(path))}"
+                         f"{more}")
+    check = "" if os.path.lexists(path) else ": check the name"
+    raise InputError(f"--predict: {path}: {problems[0]}{check}{more}")
 
 
 def evaluate_yours(args):
@@ -233,29 +254,31 @@ def draw(args):
 
         with option_named("--collect"):
             collection = Collection(args.collect)
-    model, reader = load_model(args), load_number_reader(args)
     loopback = args.host in LOOPBACK_NAMES
     if not loopback:
-        print(f"warning: --host {args.host}: the drawing page is reachable from other machines on the network",
-              file=sys.stderr, flush=True)
-    try:
-        server = DrawingPageServer((args.host, args.port), model, loopback, collection, reader)
+        print(f"warning: --host {printable(args.host)}: the drawing page is reachable from other machines on "
+              "the network", file=sys.stderr, flush=True)
+    try:  # bound before Keras loads, which takes a while: a port in use is told at once
+        server = DrawingPageServer((args.host, args.port), None, loopback, collection)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "
                              f"pass another, e.g. --port {args.port + 1 if args.port < 65535 else 8001}")
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
-    server.warm_up()
-    host, port = server.server_address[:2]
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
-    try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
-        if collection is not None:
-            print(f"Saving the drawings you label to {args.collect}/<digit>/ (then: --evaluate {args.collect})",
-                  flush=True)
-        print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("Stopped the drawing page.", flush=True)
+    try:
+        # the models load now; requests wait in the queue until serve_forever
+        server.model, server.reader = load_model(args), load_number_reader(args)
+        server.warm_up()
+        host, port = server.server_address[:2]
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+        try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
+            if collection is not None:
+                print(printable(f"Saving the drawings you label to {args.collect}/<digit>/ "
+                                f"(then: --evaluate {args.collect})"), flush=True)
+            print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("Stopped the drawing page.", flush=True)
     finally:
         server.server_close()
     return 0
@@ -266,7 +289,7 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)

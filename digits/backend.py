@@ -11,8 +11,9 @@ import os
 import sys
 from typing import NamedTuple
 
-from digits.errors import InputError
+from digits.errors import InputError, SetupError, one_line
 
+BACKENDS = "tensorflow, jax or torch"  # those this program is tested on (README: Backends and GPUs)
 SMALL_CPU = 4  # cores: up to this many, the training batches are gathered without input threads
 
 
@@ -47,7 +48,23 @@ def load_keras():
     except KeyboardInterrupt:
         print("\nInterrupted while loading Keras; nothing was done.", file=sys.stderr)
         raise SystemExit(130)
+    except (ImportError, ValueError) as e:  # Keras missing, a backend it does not know, or one not installed
+        raise cannot_load(e) from None
     return keras
+
+
+def cannot_load(error):
+    """Why `import keras` failed, as a SetupError that says what to install or set."""
+    if isinstance(error, ImportError) and error.name == "keras":
+        return SetupError(f"Keras is not installed ({one_line(error)}): pip install -r requirements.txt")
+    config = sys.modules.get("keras.src.backend.config")  # read before the failure: names the backend chosen
+    name = config.backend() if config else os.environ.get("KERAS_BACKEND", "tensorflow")
+    chosen = (f"KERAS_BACKEND={name}" if os.environ.get("KERAS_BACKEND")
+              else f"the backend {name!r} of {getattr(config, '_config_path', '~/.keras/keras.json')}")
+    if isinstance(error, ValueError) and "Unable to import backend" in str(error):
+        return SetupError(f"{chosen} is not a Keras backend: set KERAS_BACKEND to {BACKENDS}")
+    return SetupError(f"{chosen}, but Keras cannot load it ({type(error).__name__}: {one_line(error)}): "
+                      f"pip install {name}, or set KERAS_BACKEND to another of {BACKENDS}")
 
 
 class Batches(NamedTuple):

@@ -6,7 +6,7 @@ import contextlib
 import difflib
 from pathlib import Path
 
-from digits.errors import InputError
+from digits.errors import InputError, SetupError, printable
 from digits.settings import (
     ARCHITECTURES,
     CNN_DENSE_UNITS,
@@ -30,7 +30,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
                      for close in [difflib.get_close_matches(word.split("=")[0], options, n=1)] if close]
             if meant:
                 message += f" (did you mean {' '.join(meant)}?)"
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, printable(f"{self.prog}: error: {message} (see --help)") + "\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -178,8 +178,11 @@ def parse_args(argv=None):
 @contextlib.contextmanager
 def option_named(option, advice=""):
     """Within the block, a library's InputError is told with the option behind it:
-    "out is a file" -> "--output-dir: out is a file", then `advice` (option None: advice only)."""
+    "out is a file" -> "--output-dir: out is a file", then `advice` (option None: advice only). A
+    SetupError (KERAS_BACKEND, say) is not the option's: it passes as it is."""
     try:
         yield
+    except SetupError:
+        raise
     except InputError as e:
         raise InputError(f"{option + ': ' if option else ''}{e}{advice}") from None

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from digits import files
 from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
 from digits.folders import is_split_folder, load_split
@@ -96,7 +97,7 @@ def read_idx(path, ndim, split="", kind=""):
     The 4-byte magic and the dimensions are read first, and nothing past what they promise is read.
     """
     kind = kind or ("images" if ndim == 3 else "labels")
-    with path.open("rb") as file:
+    with files.open_named(path, "an IDX file") as file:  # a regular file only: a FIFO would wait for ever
         gzipped = file.read(2) == b"\x1f\x8b"
         file.seek(0)
         stream = gzip.GzipFile(fileobj=file, mode="rb") if gzipped else file
@@ -124,7 +125,7 @@ def find_idx_file(folder, name):
     """MNIST files circulate as train-images-idx3-ubyte and train-images.idx3-ubyte, gzipped or not."""
     dotted = name.replace("-idx", ".idx")
     for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
-        if (folder / candidate).is_file():
+        if (folder / candidate).exists():  # read_idx says why a folder or a FIFO of this name is not read
             return folder / candidate
     raise InputError(f"{folder} has no {name}[.gz] (nor {dotted}[.gz]): "
                      f"a data folder needs all four MNIST IDX files")
@@ -184,20 +185,21 @@ def read_npz_member(archive, member, key, path):
 
 def load_npz(path):
     """A .npz in Keras' mnist.npz layout as [x_train, y_train, x_test, y_test], never unpickled."""
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"{path} is not a .npz file (a zip of .npy arrays): save it with numpy.savez")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
-            missing = [key for key in NPZ_KEYS if key not in members]
-            if missing:
-                raise InputError(f"{path} lacks {', '.join(missing)}: a .npz needs the arrays "
-                                 f"{', '.join(NPZ_KEYS)} (Keras' mnist.npz layout)")
-            return [read_npz_member(archive, members[key], key, path) for key in NPZ_KEYS]
-    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError, TypeError, KeyError,
-            NotImplementedError, RuntimeError) as e:  # zipfile and numpy's ways of saying "damaged"
-        raise InputError(f"{path} is not a readable .npz file ({type(e).__name__}: {one_line(e)}): "
-                         f"save it again with numpy.savez")
+    with files.open_named(path, "a .npz file") as file:  # a regular file only: a FIFO would wait for ever
+        if not zipfile.is_zipfile(file):
+            raise InputError(f"{path} is not a .npz file (a zip of .npy arrays): save it with numpy.savez")
+        try:
+            with zipfile.ZipFile(file) as archive:
+                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                missing = [key for key in NPZ_KEYS if key not in members]
+                if missing:
+                    raise InputError(f"{path} lacks {', '.join(missing)}: a .npz needs the arrays "
+                                     f"{', '.join(NPZ_KEYS)} (Keras' mnist.npz layout)")
+                return [read_npz_member(archive, members[key], key, path) for key in NPZ_KEYS]
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError, TypeError, KeyError,
+                NotImplementedError, RuntimeError) as e:  # zipfile and numpy's ways of saying "damaged"
+            raise InputError(f"{path} is not a readable .npz file ({type(e).__name__}: {one_line(e)}): "
+                             f"save it again with numpy.savez")
 
 
 def load_keras_mnist():
@@ -290,7 +292,7 @@ def load_mnist(source="bundled"):
             arrays = load_split(path)
         elif path.is_dir():
             arrays = load_idx_folder(path)
-        elif path.is_file() and path.suffix.lower() == ".npz":
+        elif path.exists() and path.suffix.lower() == ".npz":
             arrays = load_npz(path)
         elif path.exists():
             raise InputError(f"{source} is neither a folder of IDX files nor a .npz file")
@@ -324,6 +326,3 @@ def split_validation(images, labels, fraction):
 def preprocess(images):
     """(N, 28, 28) pixels 0-255 -> (N, 28, 28, 1) float32 in [0, 1], the form the saved model reads."""
     return np.asarray(images, np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1) / 255
-
-
-# ---------------------------------------------------------------------------------------------

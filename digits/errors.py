@@ -12,6 +12,20 @@ class InputError(Exception):
     """
 
 
+class SetupError(InputError):
+    """A problem with what is installed or set in the environment (KERAS_BACKEND, a missing package),
+    not with an option: told without an option's name."""
+
+
+def printable(text):
+    """`text` fit for a terminal: each character that does not print (a newline, the escape that starts
+    a terminal's control sequence, a byte the file system's encoding could not decode) written as
+    Python's repr writes it (\\n, \\x1b, \\udcff); letters of any script are kept. For every name a user
+    gave that reaches the terminal: a name holding a newline cannot print a line of its own."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(error):
     """A library's error message (numpy's can span lines) fit for the one-line report."""
     return " ".join(str(error).split()) or type(error).__name__

@@ -17,6 +17,7 @@ from PIL import Image
 
 from digits import photos
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError
+from digits.files import open_regular
 
 MAX_FILES = 200_000  # images in one folder set: MNIST's 60,000 training digits fit three times over
 MAX_FILE_BYTES = 50 * 2**20  # a phone photo is a few MB
@@ -46,6 +47,17 @@ def visible(entries):
     return sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda entry: entry.name)
 
 
+def entries_of(folder):
+    """The entries of a folder (os.scandir's), or InputError saying why it cannot be listed."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except PermissionError:
+        raise InputError(f"{folder}: permission denied: make the folder readable (chmod +rx)") from None
+    except OSError as e:
+        raise InputError(f"{folder} cannot be listed ({e.strerror or type(e).__name__})") from None
+
+
 def list_labelled(folder):
     """[(path, digit)] of the files in folder/0/ ... folder/9/, checked against the layout and MAX_FILES
     before anything is read. Raises InputError for a missing folder or a subfolder not named 0-9."""
@@ -54,8 +66,7 @@ def list_labelled(folder):
         raise InputError(f"{folder} does not exist: give a folder laid out as {LAYOUT}")
     if not folder.is_dir():
         raise InputError(f"{folder} is a file, not a folder: give a folder laid out as {LAYOUT}")
-    with os.scandir(folder) as entries:
-        subfolders = [entry for entry in visible(entries) if entry.is_dir()]
+    subfolders = [entry for entry in visible(entries_of(folder)) if entry.is_dir()]
     for entry in subfolders:
         if entry.name not in {str(d) for d in range(NUM_CLASSES)}:
             split = (f"; for a training set's folders, give {Path(folder) / entry.name}"
@@ -64,14 +75,13 @@ def list_labelled(folder):
                              f"named 0 to 9 after the digit its images show (move or rename it){split}")
     files = []
     for entry in subfolders:
-        with os.scandir(entry.path) as images:
-            for image in images:
-                if image.name.startswith("."):
-                    continue
-                files.append((Path(image.path), int(entry.name)))
-                if len(files) > MAX_FILES:
-                    raise InputError(f"{folder} holds more than {MAX_FILES:,} images, more than this program "
-                                     f"reads: split it, or pick a sample")
+        for image in entries_of(entry.path):
+            if image.name.startswith("."):
+                continue
+            files.append((Path(image.path), int(entry.name)))
+            if len(files) > MAX_FILES:
+                raise InputError(f"{folder} holds more than {MAX_FILES:,} images, more than this program "
+                                 f"reads: split it, or pick a sample")
     files.sort(key=lambda pair: (pair[1], pair[0].name))
     if not files:
         raise InputError(f"{folder} holds no labelled image: lay it out as {LAYOUT}")
@@ -81,27 +91,25 @@ def list_labelled(folder):
 def read_digit(path):
     """One file as the 28x28 uint8 digit the network reads (MNIST's form), or InputError with the reason.
 
-    A 28x28 grayscale image with a dark border passes unchanged, as it does for --predict.
+    A 28x28 grayscale image with a dark border passes unchanged, as it does for --predict. Only a
+    regular file is opened (files.open_regular): a FIFO or a device is left out with its reason.
     """
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise InputError(f"cannot be read ({e.strerror})")
-    if path.is_dir():
-        raise InputError("a folder, not an image")
-    if size > MAX_FILE_BYTES:
-        raise InputError(f"{size / 2**20:.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB an image may be: "
-                         f"scale it down first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # the header only
-                pixels = image.width * image.height
-    except Exception:  # noqa: BLE001 -- read_image below says what is wrong in its own words
-        pixels = 0
-    if pixels > MAX_PIXELS:
-        raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
-    digit, _ = photos.read_digit(path)
+    with open_regular(path, "an image") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"{size / 2**20:.0f} MB, more than the {MAX_FILE_BYTES // 2**20} MB an image may be: "
+                             f"scale it down first")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:  # the header only
+                    pixels = image.width * image.height
+        except Exception:  # noqa: BLE001 -- read_image below says what is wrong in its own words
+            pixels = 0
+        if pixels > MAX_PIXELS:
+            raise InputError(f"{pixels:,} pixels, more than the {MAX_PIXELS:,} an image may have: scale it down first")
+        file.seek(0)
+        digit, _ = photos.read_digit(file)
     return np.round(digit * 255).astype(np.uint8)
 
 

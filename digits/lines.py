@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
+from digits.photos import clean_ink
+
 LINE_HEIGHT = 28  # the strip the reader reads, as MNIST's frame
 LINE_INK = 20  # the line's ink is scaled to this height, as MNIST scales a digit's longer side
 MARGIN = 4  # paper left and right of the ink, in the strip's pixels
@@ -193,8 +195,6 @@ class Line(NamedTuple):
 def composed_line(images, labels, rng, look="ink"):
     """A line of the MNIST `images` (uint8, 28x28) with their `labels`, written with varied height,
     spacing from crossing to well apart, slant, width and stroke, in `look`, in the reader's form."""
-    from digits.photos import clean_ink  # the photo reading's own ink, at the size numbers are found at
-
     if look == "ink":
         ink = number_ink(images, rng, height=int(rng.integers(24, 48)), spacing=rng.uniform(-0.25, 0.8), varied=True)
         canvas = ink.canvas
@@ -203,7 +203,7 @@ def composed_line(images, labels, rng, look="ink"):
             canvas = np.clip(canvas / max(float(canvas.max()), 1e-6), 0, 1)
     else:
         ink = number_ink(images, rng, height=int(rng.integers(24, 80)), spacing=rng.uniform(-0.25, 0.8), varied=True)
-        canvas = clean_ink(jpeg_gray(photo_of(ink.canvas, ink.height, look, rng), rng), 512, step=2)
+        canvas = clean_ink(jpeg_gray(photo_of(ink.canvas, ink.height, look, rng), rng), 512, step=2)  # as read
         if canvas is None:  # the photo lost the ink (faint, tiny): read as written instead
             canvas = ink.canvas
     strip = line_form(canvas)

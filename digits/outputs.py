@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from digits.errors import InputError
+from digits.errors import InputError, printable
 from digits.signals import cleaned_up_on_quit, held_off, stop_if_requested
 
 
@@ -81,7 +81,7 @@ def write_outputs(outputs, staging):
             write(staging / name)
             written.done.append(name)
         except Exception as e:  # noqa: BLE001 -- a full disk, a bug in one picture: keep the other outputs
-            print(f"warning: could not write {name}: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"warning: could not write {name}: {type(e).__name__}: {printable(e)}", file=sys.stderr)
             written.failed.append(name)
     return written
 
@@ -113,7 +113,7 @@ def publish(staging, output_dir, names, replaces=()):
                 os.replace(staging / name, target)
                 published.done.append(target)
             except OSError as e:  # a folder in the file's place, say
-                print(f"warning: could not write {target}: {e.strerror}", file=sys.stderr)
+                print(f"warning: could not write {printable(target)}: {e.strerror}", file=sys.stderr)
                 published.failed.append(name)
         for name in replaces:
             target = output_dir / name
@@ -122,6 +122,6 @@ def publish(staging, output_dir, names, replaces=()):
                     os.replace(target, staging / f".replaced-{name}")
                     published.removed.append(target)
                 except OSError as e:
-                    print(f"warning: could not remove {target}, left by an earlier run: {e.strerror}",
+                    print(f"warning: could not remove {printable(target)}, left by an earlier run: {e.strerror}",
                           file=sys.stderr)
     return published

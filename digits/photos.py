@@ -5,6 +5,7 @@ in 28x28. NumPy and Pillow only: no Keras.
 """
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 
 from digits.errors import IMAGE_SIZE, InputError
+from digits.files import open_regular
 
 READ_SIZE = 1024  # longer side kept on reading: plenty for a 20-pixel digit, cheap for a 100-megapixel photo
 PREVIEW_SIZE = 192  # longer side of the copy shown in predictions.png
@@ -73,18 +75,17 @@ def read_image(source, formats=None):
     pixels on its longer side, preview a small RGB uint8 copy in the image's own colours.
 
     `formats`: the Pillow formats to try (None: all it knows). Raises InputError with a one-line
-    reason for anything it cannot read.
+    reason for anything it cannot read; a path that is not a regular file is never opened.
     """
+    if isinstance(source, (str, os.PathLike)):
+        with open_regular(source, "an image") as file:
+            return read_image(file, formats)
     try:
         with warnings.catch_warnings():
             # Pillow warns above ~89 megapixels; a 108-megapixel phone photo is fine, read reduced.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source, formats=formats) as image:
                 return _decode(image)
-    except FileNotFoundError:
-        raise InputError("no such file")
-    except IsADirectoryError:
-        raise InputError("a folder, not an image")
     except Image.DecompressionBombError:
         raise InputError(f"declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
                          f"safely: scale it down first")

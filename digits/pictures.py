@@ -1,6 +1,7 @@
 """The pictures of a run: confusion matrix, training curves, misclassified digits, learned
 filters, and the predictions on the user's own images. Files only, no window."""
 
+import warnings
 from pathlib import Path
 
 import keras
@@ -11,13 +12,16 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from digits.errors import IMAGE_SIZE, NUM_CLASSES
+from digits.errors import IMAGE_SIZE, NUM_CLASSES, printable
 
 
 def save_figure(fig, path):
-    """Save the figure as a PNG and free it, whatever happens."""
+    """Save the figure as a PNG and free it, whatever happens. A file name in a script the font lacks
+    is drawn as boxes, without a warning on the terminal, which shows it."""
     try:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+            fig.savefig(path, dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
 
@@ -164,12 +168,13 @@ def mosaic(images, columns, gap=1):
 
 
 def short_name(path, width=24):
-    """The file's name, its stem shortened with an ellipsis so that the extension always shows."""
-    name = Path(path).name
+    """The file's name, its stem shortened with an ellipsis so that the extension always shows;
+    characters that do not print (a newline, an escape) as repr writes them."""
+    name = printable(Path(path).name)
     if len(name) <= width:
         return name
-    suffix = Path(path).suffix[:8]
-    return Path(path).stem[: max(1, width - len(suffix) - 1)] + "\u2026" + suffix
+    suffix = printable(Path(path).suffix[:8])
+    return printable(Path(path).stem)[: max(1, width - len(suffix) - 1)] + "\u2026" + suffix
 
 
 def plot_predictions(results, path, limit=24):

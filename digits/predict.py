@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from digits.backend import load_keras
-from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line
+from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line, printable
 from digits.numbers import find_digits
 from digits.photos import read_image
 from digits.reader import read_strips
@@ -115,11 +115,11 @@ def predict_images(model, paths, reader=None):
     for path, found in read:
         if isinstance(found, InputError):
             sys.stdout.flush()  # each line where it belongs, on a terminal showing both streams
-            print(f"{path}: error: {found}", file=sys.stderr, flush=True)
+            print(f"{printable(path)}: error: {found}", file=sys.stderr, flush=True)
             continue
         preview, size, pieces = found
         probabilities = [next(answers) if piece.probabilities is None else piece.probabilities for piece in pieces]
-        print(f"{path}: {reading(probabilities, pieces[0].unsure)}", flush=True)
+        print(f"{printable(path)}: {reading(probabilities, pieces[0].unsure)}", flush=True)
         labels = [int(np.argmax(p)) for p in probabilities]
         results.append(Prediction(str(path), preview, size, [piece.box for piece in pieces],
                                   [piece.digit for piece in pieces], labels,

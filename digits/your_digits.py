@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from digits import evaluation, folders, outputs
-from digits.errors import InputError
+from digits.errors import InputError, printable
 from digits.photos import read_image
 
 
@@ -28,7 +28,7 @@ def measure(model, folder, files, model_path):
     the model on the rest. Raises InputError when none could be read."""
     read = folders.read_labelled(folder, files)
     for skipped in read.skipped:
-        print(f"{skipped.path}: error: {skipped.reason}", file=sys.stderr)
+        print(f"{printable(skipped.path)}: error: {skipped.reason}", file=sys.stderr)
     if not len(read.labels):
         raise InputError(f"none of the {len(files):,} images in {folder} could be read (each is listed above): "
                          f"give images of one digit each, any format --predict reads")
@@ -110,5 +110,5 @@ def report(measured, output_dir):
         print(f"Images: {len(read.labels):,} of your digits")
         print(f"Test accuracy: {result.accuracy:.4f}")
         published = outputs.publish(staging, output_dir, written.done)
-    print("Saved: " + ", ".join(str(path) for path in published.done))
+    print("Saved: " + ", ".join(printable(path) for path in published.done))
     return 1 if written.failed or published.failed else 0

@@ -1,6 +1,7 @@
 """Shared helpers of the tests: running the program, the bundled data read once, data and photo makers."""
 import contextlib
 import functools
+import glob
 import gzip
 import io
 import json
@@ -251,6 +252,29 @@ def bold_photos(model, folder, count, rng, first=3000):
         image.save(path)
         paths[str(path)] = int(y_test[i])
     return paths
+
+
+def make_unreadable(path, folder=False):
+    """Make `path` a file (or a folder) that the program may not read: chmod 000; or, as root, whom
+    permission bits do not stop, a link to a place the kernel refuses even root (a write-only sysfs
+    file; process 1's map_files, where root may not trace it). Skips the test where there is none."""
+    if os.geteuid() != 0:
+        path.mkdir() if folder else path.write_bytes(b"\x89PNG\r\n\x1a\n")
+        path.chmod(0)
+        candidates = [path]
+    else:
+        candidates = ["/proc/1/map_files"] if folder else sorted(glob.glob("/sys/bus/*/uevent"))
+    for candidate in candidates:
+        try:
+            os.listdir(candidate) if folder else open(candidate, "rb").close()
+        except PermissionError:
+            if candidate != path:
+                path.symlink_to(candidate, target_is_directory=folder)
+            return path
+        except OSError:
+            continue
+    pytest.skip(f"no {'folder' if folder else 'file'} here is unreadable to this user (root reads through "
+                f"permission bits)")
 
 
 def predictions(stdout):

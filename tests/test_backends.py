@@ -5,7 +5,7 @@ import os
 import re
 
 import pytest
-from conftest import QUICK, bundled_mnist, run_cli
+from conftest import QUICK, bundled_mnist, make_idx_folder, refusal, run_cli
 from PIL import Image
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None and os.environ.get("CI") != "true",
@@ -41,3 +41,29 @@ def test_jax_backend_without_tensorflow(tmp_path):
     assert result.stderr.strip() == ("error: --tensorboard: TensorBoard logs are written with TensorFlow and "
                                      "TensorBoard, whatever the backend: pip install tensorflow tensorboard, "
                                      "or drop --tensorboard")
+
+
+@pytest.mark.parametrize("mode", ["train", "predict"])
+@pytest.mark.parametrize("backend,words", [
+    ("jax", ["error: KERAS_BACKEND=jax, but Keras cannot load it (ImportError: jax is blocked",
+             "pip install jax, or set KERAS_BACKEND to another of tensorflow, jax or torch"]),
+    ("pytorch", ["error: KERAS_BACKEND=pytorch is not a Keras backend: set KERAS_BACKEND to tensorflow, jax or torch"]),
+])
+def test_a_backend_keras_cannot_load_is_one_line(tmp_path, mode, backend, words):
+    """KERAS_BACKEND=jax where JAX cannot be imported, or a typo: one line that says what to install or
+    set, told as the environment's problem, not --model's."""
+    blocked = tmp_path / "blocked" / "jax"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("jax is blocked: as if it were not installed")\n')
+    if mode == "train":
+        make_idx_folder(tmp_path / "d")
+        args = ["--data", tmp_path / "d", "--epochs", "1"]
+    else:
+        Image.new("L", (28, 28)).save(tmp_path / "x.png")
+        (tmp_path / "model.keras").write_bytes(b"PK\x03\x04 a model's first bytes")
+        args = ["--predict", tmp_path / "x.png", "--model", tmp_path / "model.keras"]
+    result = run_cli(*args, "--output-dir", tmp_path / "out",
+                     env={"KERAS_BACKEND": backend, "PYTHONPATH": str(blocked.parent)})
+    message = refusal(result)
+    for word in words:
+        assert word in message, message

@@ -12,7 +12,18 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, SCRIPT, bundled_mnist, make_idx_folder, refusal, run_cli, write_idx, write_npz_member
+from conftest import (
+    ROOT,
+    SCRIPT,
+    bundled_mnist,
+    make_idx_folder,
+    make_unreadable,
+    refusal,
+    run_cli,
+    write_idx,
+    write_npz_member,
+)
+from PIL import Image
 
 
 def assert_refused(result, *words):
@@ -41,6 +52,13 @@ def test_missing_data_path(tmp_path, out):
     refuse_data(tmp_path / "nowhere", out, "does not exist", "--data")
 
 
+def test_names_in_error_lines_are_escaped(tmp_path, out):
+    """A newline or an escape sequence in a name the user gave shows as repr shows it: the line stays one."""
+    refuse_data(tmp_path / "no\nsuch\x1b[2J", out, f"{tmp_path}/no\\nsuch\\x1b[2J does not exist")
+    assert_refused(run_cli("--epochs", "1", "stray\n\x1b[2Jword", "--output-dir", out),
+                   "unrecognized arguments: stray\\n\\x1b[2Jword")
+
+
 def test_folder_missing_a_file(tmp_path, out):
     make_idx_folder(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
@@ -67,6 +85,38 @@ def test_idx_shorter_than_its_header_says(tmp_path, out):
     path = tmp_path / "d" / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
     refuse_data(tmp_path / "d", out, "truncated")
+
+
+@pytest.mark.parametrize("where", ["idx", "npz", "image-folder"])
+def test_a_fifo_in_the_data_is_refused_without_being_opened(tmp_path, out, where):
+    """A named pipe where a data file goes: opening it would wait for a writer for ever."""
+    if where == "idx":
+        make_idx_folder(tmp_path / "d")
+        fifo = tmp_path / "d" / "train-images-idx3-ubyte"
+        fifo.unlink()
+        data, what = tmp_path / "d", "an IDX file"
+    elif where == "npz":
+        fifo = data = tmp_path / "m.npz"
+        what = "a .npz file"
+    else:
+        x_train, y_train, _, _, _ = bundled_mnist()
+        for split in ("train", "test"):
+            for n in range(4):
+                (tmp_path / "d" / split / str(y_train[n])).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(x_train[n]).save(tmp_path / "d" / split / str(y_train[n]) / f"{n}.png")
+        fifo = tmp_path / "d" / "train" / str(y_train[0]) / "pipe.png"
+        data, what = tmp_path / "d", "an image"
+    os.mkfifo(fifo)
+    result = run_cli("--data", data, "--epochs", "1", "--output-dir", out, timeout=120)
+    assert_refused(result, "--data", f"{fifo}: a named pipe (FIFO), not {what}: only regular files are read")
+
+
+def test_an_unreadable_idx_file(tmp_path, out):
+    make_idx_folder(tmp_path / "d")
+    path = tmp_path / "d" / "train-labels-idx1-ubyte"
+    path.unlink()
+    make_unreadable(path)
+    refuse_data(tmp_path / "d", out, "--data", f"{path}: permission denied: make it readable")
 
 
 def test_images_not_28x28(tmp_path, out):

@@ -1,10 +1,11 @@
 """Your own labelled digits: --evaluate DIR (DIR/0/ ... DIR/9/) and --data DIR (DIR/train/0..9/,
 DIR/test/0..9/), through the command line on real image files."""
 import json
+import os
 
 import numpy as np
 import pytest
-from conftest import KINDS, bundled_mnist, phone_photo, predictions, refusal, run_cli
+from conftest import KINDS, bundled_mnist, make_unreadable, phone_photo, predictions, refusal, run_cli
 from PIL import Image
 
 from digits import folders
@@ -96,6 +97,50 @@ def test_evaluate_writes_its_pictures_like_a_run(evaluated):
     assert f"Saved: {report / 'confusion_matrix.png'}" in result.stdout
 
 
+@pytest.fixture(scope="module")
+def odd_folder(trained, tmp_path_factory):
+    """--evaluate over ten MNIST digits and files that are not what they seem: a named pipe (FIFO),
+    which a reader would wait on for ever; an image it may not read (None where this user reads any);
+    a broken file whose name holds a newline and an escape sequence. Returns (the folder, the report
+    folder, the result, the unreadable image)."""
+    out, _, _ = trained
+    root = tmp_path_factory.mktemp("odd")
+    _, _, x_test, y_test, _ = bundled_mnist()
+    write_mnist_pngs(root, x_test[:10], y_test[:10], "d")
+    os.mkfifo(root / "7" / "pipe.png")
+    (root / "5" / "bad\x1b[31m\nname.png").write_bytes(b"not a picture")
+    try:
+        locked = make_unreadable(root / "2" / "locked.png")
+    except pytest.skip.Exception:
+        locked = None
+    report = tmp_path_factory.mktemp("report")
+    result = run_cli("--evaluate", root, "--model", out / "model.keras", "--output-dir", report, timeout=180)
+    return root, report / f"evaluate-{root.name}", result, locked
+
+
+def test_a_fifo_is_left_out_unopened_with_its_reason(odd_folder):
+    root, report, result, _ = odd_folder
+    assert result.returncode == 0, result.stderr
+    assert (f"{root / '7' / 'pipe.png'}: error: a named pipe (FIFO), not an image: only regular files are read, "
+            "save what it holds to a file and give that") in result.stderr.splitlines()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["images"] == 10 and str(root / "7" / "pipe.png") in [s["path"] for s in metrics["skipped"]]
+
+
+def test_names_in_the_list_of_those_left_out_are_escaped(odd_folder):
+    root, _, result, _ = odd_folder
+    assert (f"{root}/5/bad\\x1b[31m\\nname.png: error: not an image this program can read (UnidentifiedImageError)"
+            in result.stderr.splitlines())
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_an_unreadable_image_is_left_out_as_permission_denied(odd_folder):
+    _, _, result, locked = odd_folder
+    if locked is None:
+        pytest.skip("no file here is unreadable to this user (root reads through permission bits)")
+    assert f"{locked}: error: permission denied: make it readable (chmod +r)" in result.stderr.splitlines()
+
+
 def test_a_28x28_digit_reaches_the_network_unchanged_as_with_predict(tmp_path):
     """The folder reader and --predict's steps agree: MNIST's own digits pass as they are."""
     _, _, x_test, y_test, _ = bundled_mnist()
@@ -157,6 +202,21 @@ def test_evaluate_refuses_a_bad_folder_in_one_line(tmp_path):
     (tmp_path / "file.png").write_bytes(b"x")
     assert "is a file, not a folder" in evaluate_refusal(tmp_path / "file.png", tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode", ["--evaluate", "--data"])
+def test_an_unreadable_digit_folder_is_refused_in_one_line(tmp_path, mode):
+    """Before Keras loads: a digit folder that may not be listed is named, with what to do."""
+    _, _, x_test, y_test, _ = bundled_mnist()
+    root = tmp_path / "mine"
+    images = root / "train" if mode == "--data" else root
+    write_mnist_pngs(images, x_test[:5], y_test[:5], "d")
+    if mode == "--data":
+        write_mnist_pngs(root / "test", x_test[5:8], y_test[5:8], "d")
+    locked = make_unreadable(images / "3", folder=True)
+    args = ["--data", root, "--epochs", "1"] if mode == "--data" else ["--evaluate", root, "--model", tmp_path / "m"]
+    message = refusal(run_cli(*args, "--output-dir", tmp_path / "out"))
+    assert message == f"error: {mode}: {locked}: permission denied: make the folder readable (chmod +rx)"
 
 
 def test_evaluate_refuses_a_folder_where_nothing_can_be_read(trained, tmp_path):

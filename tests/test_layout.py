@@ -1,6 +1,8 @@
 """The package's shape: what needs no Keras imports without it, imports run one way, and the command
 line answers before Keras loads."""
 import ast
+import os
+import socket
 import subprocess
 import sys
 
@@ -8,8 +10,8 @@ import pytest
 from conftest import ROOT, SCRIPT, refusal, run_cli
 
 PACKAGE = ROOT / "digits"
-KERAS_FREE = ["errors", "settings", "signals", "cli", "data", "outputs", "photos", "drawing", "server", "backend",
-              "folders", "collect", "your_digits",
+KERAS_FREE = ["errors", "files", "settings", "signals", "cli", "data", "outputs", "photos", "drawing", "server",
+              "backend", "folders", "collect", "your_digits",
               "evaluation", "predict", "numbers", "lines", "reader"]
 # A keras (and tensorflow) that cannot be imported: put first on the path of a child process.
 BLOCKER = 'raise ImportError("{} is blocked: this module must not need it")\n'
@@ -60,6 +62,39 @@ def test_the_command_line_answers_without_keras(without_keras, tmp_path, args, w
     message = refusal(result)
     for word in words:
         assert word in message, message
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "fifo", "device", "several", "port in use"])
+def test_predict_and_draw_answer_without_keras(without_keras, tmp_path, case):
+    """A --predict with nothing to read (a missing file, a folder, a FIFO or a device, left unopened), and
+    --draw on a port in use: answered before Keras would load. The model file's first bytes pass its check."""
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"PK\x03\x04 a model's first bytes")
+    env = {"PYTHONPATH": without_keras}
+    if case == "port in use":
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            message = refusal(run_cli("--draw", "--port", port, "--model", model, env=env))
+        assert message == f"error: port {port} is already in use on 127.0.0.1: pass another, e.g. --port {port + 1}"
+        return
+    missing, folder, fifo = tmp_path / "missing.png", tmp_path / "photos", tmp_path / "pipe.png"
+    folder.mkdir()
+    os.mkfifo(fifo)
+    paths = {"missing": [missing], "folder": [folder], "fifo": [fifo], "device": ["/dev/zero"],
+             "several": [missing, folder, fifo]}[case]
+    message = refusal(run_cli("--predict", *paths, "--model", model, env=env, timeout=120))
+    assert message == {
+        "missing": f"error: --predict: {missing}: no such file: check the name",
+        "folder": f"error: --predict: {folder} is a folder: to read the images in it, pass {folder}/*; for labelled "
+                  f"digits in {folder}/0/ ... {folder}/9/, use --evaluate {folder}",
+        "fifo": f"error: --predict: {fifo}: a named pipe (FIFO), not an image: only regular files are read, save "
+                f"what it holds to a file and give that",
+        "device": "error: --predict: /dev/zero: a device, not an image: only regular files are read, save what it "
+                  "holds to a file and give that",
+        "several": f"error: --predict: {missing}: no such file: check the name (and 2 more that cannot be read)",
+    }[case]
 
 
 def imports_of(path):

@@ -1,4 +1,5 @@
 """Predicting your own digits: photos of MNIST test digits, as a phone would take them."""
+import os
 import re
 import struct
 import zlib
@@ -6,7 +7,18 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import KINDS, ROOT, SCRIPT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli
+from conftest import (
+    KINDS,
+    ROOT,
+    SCRIPT,
+    bold_photos,
+    bundled_mnist,
+    make_unreadable,
+    phone_photo,
+    predictions,
+    refusal,
+    run_cli,
+)
 from PIL import Image
 
 from digits import data, photos, pictures
@@ -199,6 +211,61 @@ def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, t
         f"{tmp_path}: error: a folder, not an image"]
     assert predictions(result.stdout) == {str(tmp_path / "good.png"): int(y_test[0]),
                                           str(tmp_path / "big.jpg"): int(y_test[1])}
+
+
+NAMES = ["fake.png: 1 (99.9%)\nthe next.png", "\x1b[2Jcleared.png", "sept-七-é.png"]
+
+
+@pytest.fixture(scope="module")
+def odd_files(trained, tmp_path_factory):
+    """One --predict run over a digit and files that are not what they seem: a named pipe (FIFO),
+    which a reader would wait on for ever; an image it may not read (None where this user reads any);
+    names that would print a fake line or clear the screen, a name in other scripts (NAMES), and a
+    missing one with a newline. Returns (the folder, the result, the unreadable image)."""
+    out, _, _ = trained
+    folder = tmp_path_factory.mktemp("odd")
+    _, _, x_test, _, _ = bundled_mnist()
+    Image.fromarray(x_test[0]).save(folder / "good.png")
+    for n, name in enumerate(NAMES):
+        Image.fromarray(x_test[n]).save(folder / name)
+    os.mkfifo(folder / "pipe.png")
+    try:
+        locked = make_unreadable(folder / "locked.png")
+    except pytest.skip.Exception:
+        locked = None
+    odd = [folder / "pipe.png"] + ([locked] if locked else [])
+    result = run_cli("--predict", *odd, folder / "good.png", *(folder / name for name in NAMES), folder / "gone\n.png",
+                     "--model", out / "model.keras",
+                     "--output-dir", folder / "pred", timeout=180)
+    return folder, result, locked
+
+
+def test_a_fifo_gets_its_line_unopened_and_the_rest_are_predicted(odd_files):
+    folder, result, _ = odd_files
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"{folder / 'pipe.png'}: error: a named pipe (FIFO), not an image: only regular files are read, save "
+            "what it holds to a file and give that") in result.stderr.splitlines()
+    assert str(folder / "good.png") in predictions(result.stdout)
+
+
+def test_an_unreadable_image_says_permission_denied(odd_files):
+    _, result, locked = odd_files
+    if locked is None:
+        pytest.skip("no file here is unreadable to this user (root reads through permission bits)")
+    assert f"{locked}: error: permission denied: make it readable (chmod +r)" in result.stderr.splitlines()
+
+
+def test_names_reach_the_terminal_escaped(odd_files):
+    """A newline in a name cannot print a fake result line, nor an escape sequence reach the terminal:
+    they show as repr shows them; letters of any script show as they are."""
+    folder, result, _ = odd_files
+    shown = ["fake.png: 1 (99.9%)\\nthe next.png", "\\x1b[2Jcleared.png", "sept-七-é.png"]  # NAMES as printed
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("Saved: "), result.stdout  # good.png, NAMES, Saved
+    for line, name in zip(lines[1:4], shown):
+        assert re.fullmatch(rf"{re.escape(f'{folder}/{name}')}: \d \(\d+\.\d%\).*", line), line
+    assert f"{folder}/gone\\n.png: error: no such file" in result.stderr.splitlines()
+    assert "\x1b" not in result.stdout + result.stderr
 
 
 def test_a_large_photo_is_read_reduced_and_kept_small(tmp_path):
