@@ -191,7 +191,8 @@ def report_numbers(args, folder):
         if read.get(path) != made.number:
             print(f"  {Path(path).name}: {made.number} read as {read.get(path, 'nothing')} "
                   f"(spacing {made.spacing:+.2f})")
-    print(time_reading(list(photos)[: args.timed], args.model, args.reader))
+    if args.timed:
+        print(time_reading(list(photos)[: args.timed], args.model, args.reader))
 
 
 def time_reading(paths, model_path, reader_path):

@@ -55,8 +55,11 @@ def read_line(ink, reader, scale=(1.0, 1.0)):
         right = min(ink.shape[1], int(np.ceil(ink_column(edges[k + 1]))))
         part = np.zeros_like(ink[strip.top : strip.bottom])
         part[:, left:right] = ink[strip.top : strip.bottom, left:right]
-        rows = np.flatnonzero(part.max(axis=1) > 0)
-        top, bottom = (strip.top + rows[0], strip.top + rows[-1] + 1) if rows.size else (strip.top, strip.bottom)
+        rows, cols = np.flatnonzero(part.max(axis=1) > 0), np.flatnonzero(part.max(axis=0) > 0)
+        if rows.size:  # the box holds the digit's own ink
+            top, bottom, left, right = strip.top + rows[0], strip.top + rows[-1] + 1, cols[0], cols[-1] + 1
+        else:
+            top, bottom = strip.top, strip.bottom
         digit = centred(part) if rows.size else np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
         box = (int(left * scale[1]), int(top * scale[0]),
                int(np.ceil(right * scale[1])), int(np.ceil(bottom * scale[0])))

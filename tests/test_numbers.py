@@ -179,7 +179,8 @@ def wide_digit_between(images, rng):
 
 def test_numbers_are_read_digit_by_digit_left_to_right(trained, tmp_path):
     """2 to 6 test digits in a row, paper and board, JPEG, read by the program: the number, then each
-    digit with how sure the reader is; predictions.png shows them."""
+    digit with how sure the reader is; predictions.png shows them. The two number photos of
+    data/examples/ too (the README's command reads them)."""
     out, _, _ = trained
     _, _, x_test, y_test, _ = bundled_mnist()
     rng = np.random.default_rng(19)
@@ -189,9 +190,13 @@ def test_numbers_are_read_digit_by_digit_left_to_right(trained, tmp_path):
         path = tmp_path / f"number{n}.jpg"
         written_number(x_test[chosen], rng, dark_ink=n % 2 == 0).save(path, quality=85)
         numbers[str(path)] = "".join(str(y_test[i]) for i in chosen)
-    result = run_cli("--predict", *numbers, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    examples = {str(path): path.name.split("-")[1] for path in sorted((ROOT / "data" / "examples").glob("number-*"))}
+    result = run_cli("--predict", *numbers, *examples, "--model", out / "model.keras",
+                     "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if line.startswith(str(tmp_path / "n")))
+    said = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert len(examples) == 2 and {path: said[path].split(" ")[0] for path in examples} == examples, said
+    lines = {path: line for path, line in said.items() if path.startswith(str(tmp_path / "n"))}
     for reading in lines.values():  # the number first, then each digit with its confidence
         assert re.fullmatch(r"(\d+) \((\d \d+\.\d%)(, \d \d+\.\d%)+\)", reading), reading
         assert re.findall(r"(\d) \d+\.\d%", reading) == list(reading.split(" ")[0])
@@ -278,8 +283,9 @@ def test_more_than_a_number_is_refused_with_a_line_and_the_rest_are_read(trained
 
 
 def test_decoding_merges_repeats_drops_blanks_and_says_where_each_digit_is():
-    """Greedy CTC decoding on a known alignment: blank (0), 2, 2, blank, 2, 7, 7, blank -> "216" is not
-    what is meant: classes are digit + 1, so [0, 3, 3, 0, 3, 8, 8, 0] reads "227", spans (1-2), (4), (5-6)."""
+    """Greedy CTC decoding on a known alignment (class 0 is the blank, class d + 1 digit d): steps of
+    classes 0 3 3 0 3 8 8 0 0 2 read "2271": the repeated 3 is one 2, the blank between parts two 2s;
+    each digit's span of steps, confidence (its surest step) and ten probabilities (blank left out)."""
     steps = [0, 3, 3, 0, 3, 8, 8, 0, 0, 2]
     probabilities = np.full((len(steps), 11), 0.01)
     probabilities[np.arange(len(steps)), steps] = 0.9
