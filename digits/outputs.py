@@ -1,18 +1,22 @@
-"""Writing a run's outputs: staged in a hidden folder, then published together, so a run that
-fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
+"""Writing a run's outputs: staged in a hidden folder, then published together or not at all, so a run
+that fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
 only its own."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from digits.errors import InputError, printable
 from digits.signals import cleaned_up_on_quit, held_off, stop_if_requested
+
+
+class NotSaved(Exception):
+    """An output could not be written or published, so none was: the message says which, and why."""
 
 
 def check_output_dir(path):
@@ -61,67 +65,100 @@ def staging_folder(output_dir):
             clean_up()
 
 
-class Written(NamedTuple):
-    """Names that were written, and those that failed (each failure already reported on stderr)."""
-
-    done: list
-    failed: list
-
-
 def write_outputs(outputs, staging):
-    """Write each (name, write) into staging; a failure is reported and the others still written.
-    A write of None means the run has nothing to write under that name. A stop signal that came
-    before (see digits.signals.stop_requested) writes no more: KeyboardInterrupt."""
-    written = Written([], [])
+    """Write each (name, write) into staging, in order, and return the names written. A write of None
+    means the run has nothing to write under that name.
+
+    The first write that fails (a full disk, a bug in one picture) stops the writing: NotSaved, and
+    nothing is published; what was written goes with the staging folder. A stop signal that came
+    before (see digits.signals.stop_requested) writes no more: KeyboardInterrupt.
+    """
+    written = []
     for name, write in outputs:
         stop_if_requested()  # a stop whose KeyboardInterrupt was swallowed: write no more
         if write is None:
             continue
         try:
             write(staging / name)
-            written.done.append(name)
-        except Exception as e:  # noqa: BLE001 -- a full disk, a bug in one picture: keep the other outputs
-            print(f"warning: could not write {name}: {type(e).__name__}: {printable(e)}", file=sys.stderr)
-            written.failed.append(name)
+        except Exception as e:  # noqa: BLE001 -- whatever it was, nothing is published: said in one line
+            raise NotSaved(f"could not write {name} ({why(e)}): {nothing_saved(staging.parent)}")
+        written.append(name)
     return written
 
 
+def why(error):
+    """An error in a few words: the system's words for an OSError ("No space left on device")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {printable(error)}"
+
+
+def nothing_saved(output_dir):
+    """What a run that failed to save left."""
+    return f"nothing was saved, and {printable(output_dir)} is as it was"
+
+
 class Published(NamedTuple):
-    """Paths published, names that could not be, and paths of an earlier run's outputs removed."""
+    """Paths published, and paths of an earlier run's outputs removed."""
 
     done: list
-    failed: list
     removed: list
 
 
-def publish(staging, output_dir, names, replaces=()):
-    """Move the staged outputs into place together: renames within one folder, signals held off.
+class _Moves:
+    """Renames within one folder, each undone, last first, if a later one fails."""
 
-    A staged folder (TensorBoard's logs) takes the place of the folder of that name. `replaces`
-    names every output such a run may write: an earlier run's output under one of those names that
-    this run did not write goes in the same step, so that output_dir holds one run's outputs. A stop
-    signal that came before (see digits.signals.stop_requested) publishes nothing: KeyboardInterrupt.
+    def __init__(self):
+        self.done = []
+
+    def move(self, source, target):
+        os.rename(source, target)
+        self.done.append((source, target))
+
+    def make(self, folder):
+        folder.mkdir()
+        self.done.append((None, folder))
+
+    def undo(self):
+        for source, target in reversed(self.done):
+            with contextlib.suppress(OSError):
+                target.rmdir() if source is None else os.rename(target, source)
+
+
+def publish(staging, output_dir, names, replaces=()):
+    """Move the staged outputs `names` into output_dir together, or none of them: renames within one
+    folder, signals held off, each undone if a later one fails (NotSaved).
+
+    Each output takes the place of the file of its name (a staged folder, TensorBoard's logs, that of
+    the folder), which goes with the staging folder; a folder in a file's place is not replaced.
+    `replaces` names every output such a run may write: an earlier run's output under one of those
+    names that this run did not write goes in the same step, so that output_dir holds one run's
+    outputs. A stop signal that came before (see digits.signals.stop_requested) publishes nothing:
+    KeyboardInterrupt.
     """
-    published = Published([], [], [])
+    moves, done, removed = _Moves(), [], []
+    aside = staging / ".replaced"  # what publishing replaces: removed with the staging folder
     with held_off():
         stop_if_requested()
-        for name in names:
-            target = output_dir / name
-            try:
-                if (staging / name).is_dir() and target.is_dir() and not target.is_symlink():
-                    os.replace(target, staging / f".replaced-{name}")  # removed with the staging folder
-                os.replace(staging / name, target)
-                published.done.append(target)
-            except OSError as e:  # a folder in the file's place, say
-                print(f"warning: could not write {printable(target)}: {e.strerror}", file=sys.stderr)
-                published.failed.append(name)
-        for name in replaces:
-            target = output_dir / name
-            if name not in names and (target.exists() or target.is_symlink()):
-                try:
-                    os.replace(target, staging / f".replaced-{name}")
-                    published.removed.append(target)
-                except OSError as e:
-                    print(f"warning: could not remove {printable(target)}, left by an earlier run: {e.strerror}",
-                          file=sys.stderr)
-    return published
+        step = f"write into {printable(output_dir)}"
+        try:
+            aside.mkdir()
+            for name in names:
+                target = output_dir / name
+                step = f"write {printable(target)}"
+                if os.path.lexists(target):
+                    if target.is_dir() and not target.is_symlink() and not (staging / name).is_dir():
+                        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                    moves.move(target, aside / name)
+                moves.move(staging / name, target)
+                done.append(target)
+            for name in replaces:
+                target = output_dir / name
+                step = f"remove {printable(target)}, left by an earlier run"
+                if name not in names and os.path.lexists(target):
+                    moves.move(target, aside / name)
+                    removed.append(target)
+        except OSError as e:
+            moves.undo()
+            raise NotSaved(f"could not {step} ({e.strerror}): {nothing_saved(staging.parent)}")
+    return Published(done, removed)
