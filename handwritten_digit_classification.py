@@ -85,6 +85,7 @@ def train_and_report(args):
                                         steps_per_epoch(len(x_train), args.batch_size))
     # The run's outputs go into a hidden staging folder (TensorBoard's logs during training), and are
     # published together at the end, or not at all: a run that fails leaves output_dir as it was.
+    # A stopped run publishes into output_dir/interrupted/ and leaves the rest as it was.
     with outputs.staging_folder(args.output_dir) as staging:
         callbacks = []
         if args.tensorboard:  # into the staging folder: the earlier logs stay until the run publishes
@@ -101,8 +102,9 @@ def train_and_report(args):
         epochs = f"{fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)}"
         startup = None if fit.first_steps_at is None else round(fit.first_steps_at - STARTED, 2)
         each = fit.history["epoch_seconds"]
-        print(f"Trained {epochs} in {train_seconds:.1f} s" + (
-            f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "") + (
+        spent = f"{train_seconds:.1f} s" + (f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "")
+        print((f"Stopped {fit.stopped_where()}: {spent} of training" if fit.interrupted else
+               f"Trained {epochs} in {spent}") + (
             f"; the first steps ran {startup:.1f} s after the start" if startup is not None else ""))
         model = precision.float32_network(model, build)  # evaluated and saved in float32, whatever it trained in
 
@@ -146,21 +148,24 @@ def train_and_report(args):
             ("logs", (lambda p: p.mkdir(exist_ok=True)) if args.tensorboard else None),  # written in training
         ]
         print(evaluation.format_report(per_class, confused))
-        if fit.interrupted:
-            print(f"Interrupted after {fit.epochs_completed} of {args.epochs} epochs; "
-                  "saved what was trained.")
         print(f"Test accuracy: {result.accuracy:.4f}")
         print(f"Test loss: {result.loss:.4f}")
-        try:
+        try:  # a stopped run apart, in interrupted/: it never replaces a finished run's outputs
             written = outputs.write_outputs(reports, staging)
-            published = outputs.publish(staging, args.output_dir, written, [name for name, _ in reports])
+            published = outputs.publish(staging, args.output_dir, written, *(
+                ((), "interrupted") if fit.interrupted else ([name for name, _ in reports], None)))
         except outputs.NotSaved as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
     print("Saved: " + ", ".join(printable(f"{path}{os.sep * path.is_dir()}") for path in published.done))
+    if fit.interrupted:
+        print(f"Interrupted {fit.stopped_where()}: saved what was trained in "
+              f"{printable(args.output_dir / 'interrupted')}{os.sep}; nothing else in {printable(args.output_dir)} "
+              "changed.")
+        return 130
     if published.removed:
         print("Removed, as this run did not write them: " + ", ".join(map(printable, published.removed)))
-    return 130 if fit.interrupted else 0
+    return 0
 
 
 def load_model(args):

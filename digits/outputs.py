@@ -1,6 +1,6 @@
 """Writing a run's outputs: staged in a hidden folder, then published together or not at all, so a run
 that fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
-only its own."""
+only its own; a stopped run publishes into a folder of its own (see publish)."""
 
 import contextlib
 import errno
@@ -125,7 +125,7 @@ class _Moves:
                 target.rmdir() if source is None else os.rename(target, source)
 
 
-def publish(staging, output_dir, names, replaces=()):
+def publish(staging, output_dir, names, replaces=(), into=None):
     """Move the staged outputs `names` into output_dir together, or none of them: renames within one
     folder, signals held off, each undone if a later one fails (NotSaved).
 
@@ -133,8 +133,9 @@ def publish(staging, output_dir, names, replaces=()):
     the folder), which goes with the staging folder; a folder in a file's place is not replaced.
     `replaces` names every output such a run may write: an earlier run's output under one of those
     names that this run did not write goes in the same step, so that output_dir holds one run's
-    outputs. A stop signal that came before (see digits.signals.stop_requested) publishes nothing:
-    KeyboardInterrupt.
+    outputs. With `into`, the outputs go into output_dir/into/ instead, in place of an earlier folder
+    of that name, whole. A stop signal that came before (see digits.signals.stop_requested) publishes
+    nothing: KeyboardInterrupt.
     """
     moves, done, removed = _Moves(), [], []
     aside = staging / ".replaced"  # what publishing replaces: removed with the staging folder
@@ -143,6 +144,11 @@ def publish(staging, output_dir, names, replaces=()):
         step = f"write into {printable(output_dir)}"
         try:
             aside.mkdir()
+            if into is not None:
+                output_dir = output_dir / into
+                if os.path.lexists(output_dir):
+                    moves.move(output_dir, aside / into)
+                moves.make(output_dir)
             for name in names:
                 target = output_dir / name
                 step = f"write {printable(target)}"
