@@ -85,7 +85,6 @@ def train_and_report(args):
                                         steps_per_epoch(len(x_train), args.batch_size))
     # The run's outputs go into a hidden staging folder (TensorBoard's logs during training), and are
     # published together at the end, or not at all: a run that fails leaves output_dir as it was.
-    # A stopped run publishes into output_dir/interrupted/ and leaves the rest as it was.
     with outputs.staging_folder(args.output_dir) as staging:
         callbacks = []
         if args.tensorboard:  # into the staging folder: the earlier logs stay until the run publishes
@@ -150,7 +149,7 @@ def train_and_report(args):
         print(evaluation.format_report(per_class, confused))
         print(f"Test accuracy: {result.accuracy:.4f}")
         print(f"Test loss: {result.loss:.4f}")
-        try:  # a stopped run apart, in interrupted/: it never replaces a finished run's outputs
+        try:  # a stopped run apart, in interrupted/; a finished one in place, keeping the one it replaces
             written = outputs.write_outputs(reports, staging)
             published = outputs.publish(staging, args.output_dir, written, *(
                 ((), "interrupted") if fit.interrupted else ([name for name, _ in reports], None)))
@@ -163,8 +162,8 @@ def train_and_report(args):
               f"{printable(args.output_dir / 'interrupted')}{os.sep}; nothing else in {printable(args.output_dir)} "
               "changed.")
         return 130
-    if published.removed:
-        print("Removed, as this run did not write them: " + ", ".join(map(printable, published.removed)))
+    if published.previous:
+        print(outputs.replaced(args.output_dir, published.previous, result.accuracy))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Writing a run's outputs: staged in a hidden folder, then published together or not at all, so a run
-that fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
-only its own; a stopped run publishes into a folder of its own (see publish)."""
+that fails or is stopped leaves the earlier outputs as they were. A finished run that replaces an
+earlier one keeps it in previous/; a stopped run publishes into a folder of its own (see publish)."""
 
 import contextlib
 import errno
@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from digits.errors import InputError, printable
 from digits.signals import cleaned_up_on_quit, held_off, stop_if_requested
+
+PREVIOUS = "previous"  # where a finished run keeps the run it replaced
 
 
 class NotSaved(Exception):
@@ -99,10 +101,10 @@ def nothing_saved(output_dir):
 
 
 class Published(NamedTuple):
-    """Paths published, and paths of an earlier run's outputs removed."""
+    """Paths published, and the folder that keeps the earlier run they replaced (None if none did)."""
 
     done: list
-    removed: list
+    previous: Path | None = None
 
 
 class _Moves:
@@ -125,19 +127,19 @@ class _Moves:
                 target.rmdir() if source is None else os.rename(target, source)
 
 
-def publish(staging, output_dir, names, replaces=(), into=None):
+def publish(staging, output_dir, names, keep_previous=(), into=None):
     """Move the staged outputs `names` into output_dir together, or none of them: renames within one
     folder, signals held off, each undone if a later one fails (NotSaved).
 
     Each output takes the place of the file of its name (a staged folder, TensorBoard's logs, that of
     the folder), which goes with the staging folder; a folder in a file's place is not replaced.
-    `replaces` names every output such a run may write: an earlier run's output under one of those
-    names that this run did not write goes in the same step, so that output_dir holds one run's
-    outputs. With `into`, the outputs go into output_dir/into/ instead, in place of an earlier folder
-    of that name, whole. A stop signal that came before (see digits.signals.stop_requested) publishes
-    nothing: KeyboardInterrupt.
+    `keep_previous` names every output a run may write: where output_dir holds any of them, an earlier
+    run's, they all move first into output_dir/previous/ (in place of an older previous/), so that
+    output_dir holds one run's outputs and the run it replaced is kept. With `into`, the outputs go
+    into output_dir/into/ instead, in place of an earlier folder of that name, whole. A stop signal
+    that came before (see digits.signals.stop_requested) publishes nothing: KeyboardInterrupt.
     """
-    moves, done, removed = _Moves(), [], []
+    moves, done, previous = _Moves(), [], None
     aside = staging / ".replaced"  # what publishing replaces: removed with the staging folder
     with held_off():
         stop_if_requested()
@@ -149,6 +151,16 @@ def publish(staging, output_dir, names, replaces=(), into=None):
                 if os.path.lexists(output_dir):
                     moves.move(output_dir, aside / into)
                 moves.make(output_dir)
+            earlier = [name for name in keep_previous if os.path.lexists(output_dir / name)]
+            if earlier:
+                previous, kept = output_dir / PREVIOUS, staging / ".previous"
+                step = f"keep the earlier run in {printable(previous)}"
+                kept.mkdir()
+                for name in earlier:
+                    moves.move(output_dir / name, kept / name)
+                if os.path.lexists(previous):
+                    moves.move(previous, aside / PREVIOUS)
+                moves.move(kept, previous)
             for name in names:
                 target = output_dir / name
                 step = f"write {printable(target)}"
@@ -158,13 +170,24 @@ def publish(staging, output_dir, names, replaces=(), into=None):
                     moves.move(target, aside / name)
                 moves.move(staging / name, target)
                 done.append(target)
-            for name in replaces:
-                target = output_dir / name
-                step = f"remove {printable(target)}, left by an earlier run"
-                if name not in names and os.path.lexists(target):
-                    moves.move(target, aside / name)
-                    removed.append(target)
         except OSError as e:
             moves.undo()
             raise NotSaved(f"could not {step} ({e.strerror}): {nothing_saved(staging.parent)}")
-    return Published(done, removed)
+    return Published(done, previous)
+
+
+def recorded_accuracy(folder):
+    """The test accuracy the metrics.json in `folder` records, or None (none there, or unreadable)."""
+    try:
+        accuracy = json.loads((folder / "metrics.json").read_text())["test_accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return accuracy if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else None
+
+
+def replaced(output_dir, previous, accuracy):
+    """The line that says which run this one (of test accuracy `accuracy`) replaced, and where it is kept."""
+    before = recorded_accuracy(previous)
+    before = "unknown" if before is None else f"{before:.4f}"
+    return (f"Replaced the run in {printable(output_dir)}{os.sep} (test accuracy {before}) with this one (test "
+            f"accuracy {accuracy:.4f}); the replaced run is kept in {printable(previous)}{os.sep}")

@@ -1,6 +1,10 @@
-"""What a run's outputs become: written all or none, and published together."""
+"""What a run's outputs become: written all or none, published together, an earlier finished run kept in
+previous/."""
 import contextlib
 import hashlib
+import io
+import json
+import os
 import resource
 import shutil
 import signal
@@ -100,3 +104,34 @@ def test_a_run_that_cannot_write_an_output_publishes_nothing_and_removes_nothing
     assert told == [f"error: could not write model.keras (File too large): nothing was saved, and {out} is as it "
                     "was"], printed.err
     assert "Saved:" not in printed.out and "Removed" not in printed.out
+
+
+# --- A finished run keeps the one it replaces ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def replacing_run(trained, tmp_path_factory):
+    """A tiny run (main() in this process) into a folder holding conftest's `trained` run, an older previous/,
+    an interrupted/ and a --predict picture: (out, the earlier run's files, exit status, stdout)."""
+    out = tmp_path_factory.mktemp("replacing") / "out"
+    earlier = earlier_run(trained, out)
+    for name in ["previous/metrics.json", "interrupted/metrics.json", "predictions.png"]:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text(f"earlier {name}\n")
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        status = program.main([*TINY, "--output-dir", str(out)])
+    return out, earlier, status, stdout.getvalue()
+
+
+def test_a_finished_run_keeps_the_run_it_replaces_in_previous(replacing_run):
+    out, earlier, status, stdout = replacing_run
+    assert status == 0, stdout
+    assert snapshot(out / "previous") == earlier  # exactly the earlier run: not the older previous/, nor interrupted/
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["limit_train"] == 500  # this run's outputs in its place
+    assert sorted(os.listdir(out)) == sorted([*OUTPUTS, "previous", "interrupted", "predictions.png"])
+    assert (out / "interrupted" / "metrics.json").read_text() == "earlier interrupted/metrics.json\n"
+    assert (out / "predictions.png").read_text() == "earlier predictions.png\n"
+    before = json.loads((out / "previous" / "metrics.json").read_text())["test_accuracy"]
+    assert (f"Replaced the run in {out}{os.sep} (test accuracy {before:.4f}) with this one (test accuracy "
+            f"{metrics['test_accuracy']:.4f}); the replaced run is kept in {out / 'previous'}{os.sep}") in stdout
+

@@ -229,6 +229,9 @@ def test_tensorboard_logs_replace_the_earlier_ones_and_are_listed_as_saved(resne
     saved = next(line for line in result.stdout.splitlines() if line.startswith("Saved: "))
     assert f"{out / 'logs'}{os.sep}" in saved.removeprefix("Saved: ").split(", "), saved
     assert not [name for name in os.listdir(out) if name.startswith(".")]
+    # the earlier run, logs included, is kept in previous/; its metrics.json holds no accuracy
+    assert (out / "previous" / "logs" / "events.previous").read_text() == "previous run's logs/events.previous\n"
+    assert f"Replaced the run in {out}{os.sep} (test accuracy unknown) with this one" in result.stdout
 
 
 SWALLOWED_SIGTERM = """
