@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,7 +43,8 @@ def write_json(data, path):
 
 @contextlib.contextmanager
 def staging_folder(output_dir):
-    """A hidden folder inside output_dir where a run writes its outputs before they are published.
+    """A hidden folder inside output_dir where a run writes its outputs before they are published,
+    named after the process (`.staging-PID-...`); those of processes that no longer run go first.
 
     Whatever happens before publish (an error, Ctrl-C, a second Ctrl-C that quits at once), the
     folder goes, and so do the folders made for it if nothing was published into them: output_dir
@@ -50,7 +52,8 @@ def staging_folder(output_dir):
     """
     made = [folder for folder in [output_dir, *output_dir.parents] if not folder.exists()]
     output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".staging-"))
+    remove_stale_staging(output_dir)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".staging-{os.getpid()}-"))
 
     def clean_up():
         shutil.rmtree(staging, ignore_errors=True)
@@ -65,6 +68,26 @@ def staging_folder(output_dir):
             yield staging
         finally:
             clean_up()
+
+
+def remove_stale_staging(output_dir):
+    """Remove the staging folders that runs which no longer run left in output_dir (a run killed with
+    SIGKILL, or one that ran when the machine went down): a running process's folder stays."""
+    for path in output_dir.glob(".staging-*"):
+        pid = re.fullmatch(r"\.staging-([1-9][0-9]{0,9})-.+", path.name)
+        if pid and path.is_dir() and not path.is_symlink() and not running(int(pid[1])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def running(pid):
+    """Whether a process with this ID runs on this machine (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), or not an ID at all: leave it be
+        return True
+    return True
 
 
 def write_outputs(outputs, staging):

@@ -1,5 +1,5 @@
 """What a run's outputs become: written all or none, published together, an earlier finished run kept in
-previous/."""
+previous/, and staging folders of killed runs cleaned up (never a running one's)."""
 import contextlib
 import hashlib
 import io
@@ -8,6 +8,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -106,32 +107,50 @@ def test_a_run_that_cannot_write_an_output_publishes_nothing_and_removes_nothing
     assert "Saved:" not in printed.out and "Removed" not in printed.out
 
 
-# --- A finished run keeps the one it replaces ------------------------------------------------------------------
+# --- A finished run keeps the one it replaces; staging folders of killed runs go ----------------------------
 
 @pytest.fixture(scope="module")
 def replacing_run(trained, tmp_path_factory):
     """A tiny run (main() in this process) into a folder holding conftest's `trained` run, an older previous/,
-    an interrupted/ and a --predict picture: (out, the earlier run's files, exit status, stdout)."""
+    an interrupted/, a --predict picture, and the staging folders of a killed run and of a running one:
+    (out, the earlier run's files, exit status, stdout)."""
     out = tmp_path_factory.mktemp("replacing") / "out"
     earlier = earlier_run(trained, out)
     for name in ["previous/metrics.json", "interrupted/metrics.json", "predictions.png"]:
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text(f"earlier {name}\n")
-    with contextlib.redirect_stdout(io.StringIO()) as stdout:
-        status = program.main([*TINY, "--output-dir", str(out)])
-    return out, earlier, status, stdout.getvalue()
+    killed = subprocess.Popen(["true"])
+    killed.wait()  # its process ID is free now: no process runs under it
+    running = subprocess.Popen(["sleep", "600"])
+    for process in (killed, running):
+        (out / f".staging-{process.pid}-x1y2z3").mkdir()
+        (out / f".staging-{process.pid}-x1y2z3" / "model.keras").write_text("half-written\n")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            status = program.main([*TINY, "--output-dir", str(out)])
+    finally:
+        running.kill()
+        running.wait()
+    return out, earlier, status, stdout.getvalue(), (killed.pid, running.pid)
 
 
 def test_a_finished_run_keeps_the_run_it_replaces_in_previous(replacing_run):
-    out, earlier, status, stdout = replacing_run
+    out, earlier, status, stdout, _ = replacing_run
     assert status == 0, stdout
     assert snapshot(out / "previous") == earlier  # exactly the earlier run: not the older previous/, nor interrupted/
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["limit_train"] == 500  # this run's outputs in its place
-    assert sorted(os.listdir(out)) == sorted([*OUTPUTS, "previous", "interrupted", "predictions.png"])
+    _, running = replacing_run[4]
+    assert sorted(os.listdir(out)) == sorted([*OUTPUTS, "previous", "interrupted", "predictions.png",
+                                              f".staging-{running}-x1y2z3"])  # the running run's staging folder
     assert (out / "interrupted" / "metrics.json").read_text() == "earlier interrupted/metrics.json\n"
     assert (out / "predictions.png").read_text() == "earlier predictions.png\n"
     before = json.loads((out / "previous" / "metrics.json").read_text())["test_accuracy"]
     assert (f"Replaced the run in {out}{os.sep} (test accuracy {before:.4f}) with this one (test accuracy "
             f"{metrics['test_accuracy']:.4f}); the replaced run is kept in {out / 'previous'}{os.sep}") in stdout
 
+
+def test_a_run_removes_the_staging_folders_of_killed_runs_only(replacing_run):
+    out, _, _, _, (killed, running) = replacing_run
+    assert not (out / f".staging-{killed}-x1y2z3").exists()
+    assert (out / f".staging-{running}-x1y2z3" / "model.keras").read_text() == "half-written\n"
