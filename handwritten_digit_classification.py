@@ -159,8 +159,8 @@ def train_and_report(args):
     print("Saved: " + ", ".join(printable(f"{path}{os.sep * path.is_dir()}") for path in published.done))
     if fit.interrupted:
         print(f"Interrupted {fit.stopped_where()}: saved what was trained in "
-              f"{printable(args.output_dir / 'interrupted')}{os.sep}; nothing else in {printable(args.output_dir)} "
-              "changed.")
+              f"{printable(args.output_dir / 'interrupted')}{os.sep}; nothing else in "
+              f"{printable(args.output_dir)}{os.sep} changed.")
         return 130
     if published.previous:
         print(outputs.replaced(args.output_dir, published.previous, result.accuracy))

@@ -120,7 +120,7 @@ def why(error):
 
 def nothing_saved(output_dir):
     """What a run that failed to save left."""
-    return f"nothing was saved, and {printable(output_dir)} is as it was"
+    return f"nothing was saved, and {printable(output_dir)}{os.sep} is as it was"
 
 
 class Published(NamedTuple):

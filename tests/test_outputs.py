@@ -102,8 +102,8 @@ def test_a_run_that_cannot_write_an_output_publishes_nothing_and_removes_nothing
     assert status == 1, printed.err
     assert snapshot(out) == before  # the earlier run as it was; no staging folder, no half-written file
     told = [line for line in printed.err.splitlines() if "could not" in line]
-    assert told == [f"error: could not write model.keras (File too large): nothing was saved, and {out} is as it "
-                    "was"], printed.err
+    assert told == [f"error: could not write model.keras (File too large): nothing was saved, and {out}{os.sep} is "
+                    "as it was"], printed.err
     assert "Saved:" not in printed.out and "Removed" not in printed.out
 
 

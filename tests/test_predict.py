@@ -322,7 +322,7 @@ def test_an_unwritable_picture_is_one_line_and_a_failure(trained, tmp_path):
     assert result.returncode == 1
     assert predictions(result.stdout) == {str(tmp_path / "digit.png"): int(y_test[0])}
     assert result.stderr.strip() == (f"error: could not write {tmp_path / 'pred' / 'predictions.png'} (Is a "
-                                     f"directory): nothing was saved, and {tmp_path / 'pred'} is as it was")
+                                     f"directory): nothing was saved, and {tmp_path / 'pred'}{os.sep} is as it was")
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["predictions.png"]  # the folder, as it was
 
 
