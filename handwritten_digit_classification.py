@@ -84,7 +84,7 @@ def train_and_report(args):
     optimizer = training.make_optimizer(args.lr_schedule, args.learning_rate, args.epochs,
                                         steps_per_epoch(len(x_train), args.batch_size))
     # The run's outputs go into a hidden staging folder (TensorBoard's logs during training), and are
-    # published together at the end: a run that fails or is stopped leaves output_dir as it was.
+    # published together at the end, or not at all: a run that fails leaves output_dir as it was.
     with outputs.staging_folder(args.output_dir) as staging:
         callbacks = []
         if args.tensorboard:  # into the staging folder: the earlier logs stay until the run publishes
@@ -101,8 +101,9 @@ def train_and_report(args):
         epochs = f"{fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)}"
         startup = None if fit.first_steps_at is None else round(fit.first_steps_at - STARTED, 2)
         each = fit.history["epoch_seconds"]
-        print(f"Trained {epochs} in {train_seconds:.1f} s" + (
-            f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "") + (
+        spent = f"{train_seconds:.1f} s" + (f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "")
+        print((f"Stopped {fit.stopped_where()}: {spent} of training" if fit.interrupted else
+               f"Trained {epochs} in {spent}") + (
             f"; the first steps ran {startup:.1f} s after the start" if startup is not None else ""))
         model = precision.float32_network(model, build)  # evaluated and saved in float32, whatever it trained in
 
@@ -145,20 +146,25 @@ def train_and_report(args):
             ("metrics.json", lambda p: outputs.write_json(metrics, p)),
             ("logs", (lambda p: p.mkdir(exist_ok=True)) if args.tensorboard else None),  # written in training
         ]
-        written = outputs.write_outputs(reports, staging)
         print(evaluation.format_report(per_class, confused))
-        if fit.interrupted:
-            print(f"Interrupted after {fit.epochs_completed} of {args.epochs} epochs; "
-                  "saved what was trained.")
         print(f"Test accuracy: {result.accuracy:.4f}")
         print(f"Test loss: {result.loss:.4f}")
-        published = outputs.publish(staging, args.output_dir, written.done, [name for name, _ in reports])
+        try:  # a stopped run apart, in interrupted/; a finished one in place, keeping the one it replaces
+            written = outputs.write_outputs(reports, staging)
+            published = outputs.publish(staging, args.output_dir, written, *(
+                ((), "interrupted") if fit.interrupted else ([name for name, _ in reports], None)))
+        except outputs.NotSaved as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     print("Saved: " + ", ".join(printable(f"{path}{os.sep * path.is_dir()}") for path in published.done))
-    if published.removed:
-        print("Removed, as this run did not write them: " + ", ".join(map(printable, published.removed)))
     if fit.interrupted:
+        print(f"Interrupted {fit.stopped_where()}: saved what was trained in "
+              f"{printable(args.output_dir / 'interrupted')}{os.sep}; nothing else in "
+              f"{printable(args.output_dir)}{os.sep} changed.")
         return 130
-    return 1 if written.failed or published.failed else 0
+    if published.previous:
+        print(outputs.replaced(args.output_dir, published.previous, result.accuracy))
+    return 0
 
 
 def load_model(args):
@@ -190,18 +196,19 @@ def predict(args):
     from digits.predict import predict_images
 
     run = predict_images(model, args.predict, reader)
-    failures = []
+    saved = True
     if run.results:
         with option_named("--output-dir"):
             outputs.check_output_dir(args.output_dir)
-        with outputs.staging_folder(args.output_dir) as staging:
-            written = outputs.write_outputs([("predictions.png",
-                                              lambda p: pictures.plot_predictions(run.results, p))], staging)
-            published = outputs.publish(staging, args.output_dir, written.done)
-        failures = written.failed + published.failed
-        if published.done:
-            print(f"Saved: {printable(published.done[0])}")
-    return 1 if run.failed or failures else 0
+        try:
+            with outputs.staging_folder(args.output_dir) as staging:
+                written = outputs.write_outputs([("predictions.png",
+                                                  lambda p: pictures.plot_predictions(run.results, p))], staging)
+                print(f"Saved: {printable(outputs.publish(staging, args.output_dir, written).done[0])}")
+        except outputs.NotSaved as e:
+            print(f"error: {e}", file=sys.stderr)
+            saved = False
+    return 1 if run.failed or not saved else 0
 
 
 def nothing_to_read(paths):

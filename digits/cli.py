@@ -90,7 +90,8 @@ def build_parser():
                              "machine with the same --precision (on TensorFlow it turns on deterministic "
                              "ops, which may cost some speed)")
     parser.add_argument("--output-dir", default="outputs", type=Path,
-                        help="where the pictures, model.keras and metrics.json go")
+                        help="where the pictures, model.keras and metrics.json go; an earlier run's move to "
+                             "OUTPUT_DIR/previous/, a stopped run's go to OUTPUT_DIR/interrupted/")
     parser.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                         help="train on the first N training images only (quick runs)")
     parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
@@ -120,9 +121,9 @@ def build_parser():
     parser.add_argument("--dense-units", type=whole_number(0), default=None, metavar="N",
                         help=f"cnn: units of the hidden dense layer, 0 for none (default: {CNN_DENSE_UNITS})")
     parser.add_argument("--tensorboard", action="store_true",
-                        help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs, "
-                             "replacing that folder's earlier logs when the run saves its outputs; needs TensorFlow "
-                             "installed")
+                        help="write TensorBoard logs (loss, accuracy, learning rate per epoch) to OUTPUT_DIR/logs "
+                             "(an earlier run's logs move to OUTPUT_DIR/previous/ with its other outputs when the run "
+                             "saves its own); needs TensorFlow installed")
     parser.add_argument("--predict", nargs="+", metavar="IMAGE",
                         help="read the number in each image with a trained model instead of training: its digits, "
                              "left to right, one or several (up to 20: crop a page to the number)")

@@ -1,18 +1,25 @@
-"""Writing a run's outputs: staged in a hidden folder, then published together, so a run that
-fails or is stopped leaves the previous run's files as they were, and one that publishes leaves
-only its own."""
+"""Writing a run's outputs: staged in a hidden folder, then published together or not at all, so a run
+that fails or is stopped leaves the earlier outputs as they were. A finished run that replaces an
+earlier one keeps it in previous/; a stopped run publishes into a folder of its own (see publish)."""
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from digits.errors import InputError, printable
 from digits.signals import cleaned_up_on_quit, held_off, stop_if_requested
+
+PREVIOUS = "previous"  # where a finished run keeps the run it replaced
+
+
+class NotSaved(Exception):
+    """An output could not be written or published, so none was: the message says which, and why."""
 
 
 def check_output_dir(path):
@@ -36,7 +43,8 @@ def write_json(data, path):
 
 @contextlib.contextmanager
 def staging_folder(output_dir):
-    """A hidden folder inside output_dir where a run writes its outputs before they are published.
+    """A hidden folder inside output_dir where a run writes its outputs before they are published,
+    named after the process (`.staging-PID-...`); those of processes that no longer run go first.
 
     Whatever happens before publish (an error, Ctrl-C, a second Ctrl-C that quits at once), the
     folder goes, and so do the folders made for it if nothing was published into them: output_dir
@@ -44,7 +52,8 @@ def staging_folder(output_dir):
     """
     made = [folder for folder in [output_dir, *output_dir.parents] if not folder.exists()]
     output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=".staging-"))
+    remove_stale_staging(output_dir)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".staging-{os.getpid()}-"))
 
     def clean_up():
         shutil.rmtree(staging, ignore_errors=True)
@@ -61,67 +70,147 @@ def staging_folder(output_dir):
             clean_up()
 
 
-class Written(NamedTuple):
-    """Names that were written, and those that failed (each failure already reported on stderr)."""
+def remove_stale_staging(output_dir):
+    """Remove the staging folders that runs which no longer run left in output_dir (a run killed with
+    SIGKILL, or one that ran when the machine went down): a running process's folder stays."""
+    for path in output_dir.glob(".staging-*"):
+        pid = re.fullmatch(r"\.staging-([1-9][0-9]{0,9})-.+", path.name)
+        if pid and path.is_dir() and not path.is_symlink() and not running(int(pid[1])):
+            shutil.rmtree(path, ignore_errors=True)
 
-    done: list
-    failed: list
+
+def running(pid):
+    """Whether a process with this ID runs on this machine (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (EPERM), or not an ID at all: leave it be
+        return True
+    return True
 
 
 def write_outputs(outputs, staging):
-    """Write each (name, write) into staging; a failure is reported and the others still written.
-    A write of None means the run has nothing to write under that name. A stop signal that came
-    before (see digits.signals.stop_requested) writes no more: KeyboardInterrupt."""
-    written = Written([], [])
+    """Write each (name, write) into staging, in order, and return the names written. A write of None
+    means the run has nothing to write under that name.
+
+    The first write that fails (a full disk, a bug in one picture) stops the writing: NotSaved, and
+    nothing is published; what was written goes with the staging folder. A stop signal that came
+    before (see digits.signals.stop_requested) writes no more: KeyboardInterrupt.
+    """
+    written = []
     for name, write in outputs:
         stop_if_requested()  # a stop whose KeyboardInterrupt was swallowed: write no more
         if write is None:
             continue
         try:
             write(staging / name)
-            written.done.append(name)
-        except Exception as e:  # noqa: BLE001 -- a full disk, a bug in one picture: keep the other outputs
-            print(f"warning: could not write {name}: {type(e).__name__}: {printable(e)}", file=sys.stderr)
-            written.failed.append(name)
+        except Exception as e:  # noqa: BLE001 -- whatever it was, nothing is published: said in one line
+            raise NotSaved(f"could not write {name} ({why(e)}): {nothing_saved(staging.parent)}")
+        written.append(name)
     return written
 
 
+def why(error):
+    """An error in a few words: the system's words for an OSError ("No space left on device")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {printable(error)}"
+
+
+def nothing_saved(output_dir):
+    """What a run that failed to save left."""
+    return f"nothing was saved, and {printable(output_dir)}{os.sep} is as it was"
+
+
 class Published(NamedTuple):
-    """Paths published, names that could not be, and paths of an earlier run's outputs removed."""
+    """Paths published, and the folder that keeps the earlier run they replaced (None if none did)."""
 
     done: list
-    failed: list
-    removed: list
+    previous: Path | None = None
 
 
-def publish(staging, output_dir, names, replaces=()):
-    """Move the staged outputs into place together: renames within one folder, signals held off.
+class _Moves:
+    """Renames within one folder, each undone, last first, if a later one fails."""
 
-    A staged folder (TensorBoard's logs) takes the place of the folder of that name. `replaces`
-    names every output such a run may write: an earlier run's output under one of those names that
-    this run did not write goes in the same step, so that output_dir holds one run's outputs. A stop
-    signal that came before (see digits.signals.stop_requested) publishes nothing: KeyboardInterrupt.
+    def __init__(self):
+        self.done = []
+
+    def move(self, source, target):
+        os.rename(source, target)
+        self.done.append((source, target))
+
+    def make(self, folder):
+        folder.mkdir()
+        self.done.append((None, folder))
+
+    def undo(self):
+        for source, target in reversed(self.done):
+            with contextlib.suppress(OSError):
+                target.rmdir() if source is None else os.rename(target, source)
+
+
+def publish(staging, output_dir, names, keep_previous=(), into=None):
+    """Move the staged outputs `names` into output_dir together, or none of them: renames within one
+    folder, signals held off, each undone if a later one fails (NotSaved).
+
+    Each output takes the place of the file of its name (a staged folder, TensorBoard's logs, that of
+    the folder), which goes with the staging folder; a folder in a file's place is not replaced.
+    `keep_previous` names every output a run may write: where output_dir holds any of them, an earlier
+    run's, they all move first into output_dir/previous/ (in place of an older previous/), so that
+    output_dir holds one run's outputs and the run it replaced is kept. With `into`, the outputs go
+    into output_dir/into/ instead, in place of an earlier folder of that name, whole. A stop signal
+    that came before (see digits.signals.stop_requested) publishes nothing: KeyboardInterrupt.
     """
-    published = Published([], [], [])
+    moves, done, previous = _Moves(), [], None
+    aside = staging / ".replaced"  # what publishing replaces: removed with the staging folder
     with held_off():
         stop_if_requested()
-        for name in names:
-            target = output_dir / name
-            try:
-                if (staging / name).is_dir() and target.is_dir() and not target.is_symlink():
-                    os.replace(target, staging / f".replaced-{name}")  # removed with the staging folder
-                os.replace(staging / name, target)
-                published.done.append(target)
-            except OSError as e:  # a folder in the file's place, say
-                print(f"warning: could not write {printable(target)}: {e.strerror}", file=sys.stderr)
-                published.failed.append(name)
-        for name in replaces:
-            target = output_dir / name
-            if name not in names and (target.exists() or target.is_symlink()):
-                try:
-                    os.replace(target, staging / f".replaced-{name}")
-                    published.removed.append(target)
-                except OSError as e:
-                    print(f"warning: could not remove {printable(target)}, left by an earlier run: {e.strerror}",
-                          file=sys.stderr)
-    return published
+        step = f"write into {printable(output_dir)}"
+        try:
+            aside.mkdir()
+            if into is not None:
+                output_dir = output_dir / into
+                if os.path.lexists(output_dir):
+                    moves.move(output_dir, aside / into)
+                moves.make(output_dir)
+            earlier = [name for name in keep_previous if os.path.lexists(output_dir / name)]
+            if earlier:
+                previous, kept = output_dir / PREVIOUS, staging / ".previous"
+                step = f"keep the earlier run in {printable(previous)}"
+                kept.mkdir()
+                for name in earlier:
+                    moves.move(output_dir / name, kept / name)
+                if os.path.lexists(previous):
+                    moves.move(previous, aside / PREVIOUS)
+                moves.move(kept, previous)
+            for name in names:
+                target = output_dir / name
+                step = f"write {printable(target)}"
+                if os.path.lexists(target):
+                    if target.is_dir() and not target.is_symlink() and not (staging / name).is_dir():
+                        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                    moves.move(target, aside / name)
+                moves.move(staging / name, target)
+                done.append(target)
+        except OSError as e:
+            moves.undo()
+            raise NotSaved(f"could not {step} ({e.strerror}): {nothing_saved(staging.parent)}")
+    return Published(done, previous)
+
+
+def recorded_accuracy(folder):
+    """The test accuracy the metrics.json in `folder` records, or None (none there, or unreadable)."""
+    try:
+        accuracy = json.loads((folder / "metrics.json").read_text())["test_accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return accuracy if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else None
+
+
+def replaced(output_dir, previous, accuracy):
+    """The line that says which run this one (of test accuracy `accuracy`) replaced, and where it is kept."""
+    before = recorded_accuracy(previous)
+    before = "unknown" if before is None else f"{before:.4f}"
+    return (f"Replaced the run in {printable(output_dir)}{os.sep} (test accuracy {before}) with this one (test "
+            f"accuracy {accuracy:.4f}); the replaced run is kept in {printable(previous)}{os.sep}")

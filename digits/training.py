@@ -101,6 +101,7 @@ class GracefulStop(keras.callbacks.Callback):
         self.interrupted = False
         self.epochs_completed = 0
         self.epoch_seconds = []
+        self.steps_done = 0  # in the epoch under way
         self.first_steps_at = None  # time.perf_counter() when the first call of training steps returned
 
     def handle(self, signum, frame):
@@ -116,11 +117,11 @@ class GracefulStop(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         """Start the epoch's clock."""
         self._epoch_start = time.perf_counter()
-        self._steps_done = 0
+        self.steps_done = 0
 
     def on_train_batch_end(self, batch, logs=None):
         """Count the steps; a signal that came before training began stops it now."""
-        self._steps_done = batch + 1
+        self.steps_done = batch + 1
         if self.first_steps_at is None:
             self.first_steps_at = time.perf_counter()
         if self.interrupted:
@@ -128,7 +129,7 @@ class GracefulStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """An epoch counts once all its steps ran, even if the signal came during its test pass."""
-        if self._steps_done >= self.steps_per_epoch:
+        if self.steps_done >= self.steps_per_epoch:
             self.epochs_completed = epoch + 1
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
 
@@ -149,13 +150,22 @@ class WatchedProgress(keras.callbacks.ProgbarLogger):
 
 class Training(NamedTuple):
     """What a fit left: per-epoch history of the completed epochs (with the learning rate and
-    seconds), how many epochs completed, whether a signal stopped it, and the time.perf_counter()
-    at which the first training steps had run (None if none ran)."""
+    seconds), how many epochs completed, whether a signal stopped it, the time.perf_counter() at
+    which the first training steps had run (None if none ran), and the steps trained of the epoch it
+    stopped in (0 if it stopped between epochs) of the steps an epoch has."""
 
     history: dict
     epochs_completed: int
     interrupted: bool
     first_steps_at: float | None = None
+    partial_steps: int = 0
+    steps_per_epoch: int = 0
+
+    def stopped_where(self):
+        """How far a stopped fit got: 'in epoch 2 after 200 of 469 steps', or 'after epoch 1'."""
+        if self.partial_steps:
+            return f"in epoch {self.epochs_completed + 1} after {self.partial_steps} of {self.steps_per_epoch} steps"
+        return f"after epoch {self.epochs_completed}" if self.epochs_completed else "before its first step"
 
 
 def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation"):
@@ -185,4 +195,6 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
     completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
     completed["epoch_seconds"] = stop.epoch_seconds
-    return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs, stop.first_steps_at)
+    partial = stop.steps_done if stop.steps_done < stop.steps_per_epoch else 0  # of an epoch cut short
+    return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs, stop.first_steps_at, partial,
+                    stop.steps_per_epoch)

@@ -98,19 +98,6 @@ def test_help_shows_every_option_with_its_default():
 # An .npz data source end to end: tests/test_data.py trains on two (test_float_pixels_in_0_1_train_exactly_like_uint8).
 
 
-def test_a_failing_report_does_not_stop_the_others(tmp_path):
-    out = tmp_path / "out"
-    (out / "training_curves.png").mkdir(parents=True)  # a folder where the picture must go
-    result = run_cli("--limit-train", "500", "--limit-test", "200", "--epochs", "1", "--precision", "float32",
-                     "--output-dir", out)
-    assert result.returncode == 1
-    assert "could not write" in result.stderr and "training_curves.png" in result.stderr
-    assert "Traceback" not in result.stderr
-    for name in ["model.keras", "metrics.json", "confusion_matrix.png", "misclassified.png", "filters.png"]:
-        assert (out / name).is_file()
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files left
-
-
 def test_model_without_predict_is_refused(tmp_path):
     result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
     assert result.returncode == 2 and "--model is only used with --predict, --draw or --evaluate" in result.stderr

@@ -312,7 +312,7 @@ def test_a_model_for_other_inputs_is_refused(tmp_path):
     assert "is a model for inputs (None, 32, 32, 3)" in message and "not 28x28 digits" in message
 
 
-def test_an_unwritable_picture_is_a_warning_and_a_failure(trained, tmp_path):
+def test_an_unwritable_picture_is_one_line_and_a_failure(trained, tmp_path):
     out, _, _ = trained
     _, _, x_test, y_test, _ = bundled_mnist()
     Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
@@ -321,8 +321,9 @@ def test_an_unwritable_picture_is_a_warning_and_a_failure(trained, tmp_path):
                      "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     assert predictions(result.stdout) == {str(tmp_path / "digit.png"): int(y_test[0])}
-    assert result.stderr.startswith(f"warning: could not write {tmp_path / 'pred' / 'predictions.png'}: ")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip() == (f"error: could not write {tmp_path / 'pred' / 'predictions.png'} (Is a "
+                                     f"directory): nothing was saved, and {tmp_path / 'pred'}{os.sep} is as it was")
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["predictions.png"]  # the folder, as it was
 
 
 def test_help_says_a_number_per_image():

@@ -1,6 +1,7 @@
 """Signals during and after training, outputs that appear together, repeatable seeds, file modes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,23 +46,26 @@ def assert_previous_run_untouched(out):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_after_the_first_epoch_saves_what_was_trained(tmp_path, sig):
-    out = tmp_path / "out"
-    process = start(out)
+    run = tmp_path / "out"
+    process = start(run)
     read_until(process, "Epoch 2/40")
     process.send_signal(sig)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
     assert "Traceback" not in output
+    assert os.listdir(run) == ["interrupted"]  # what it trained, apart from finished runs; no staging folder
+    out = run / "interrupted"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True
     assert 1 <= metrics["epochs_completed"] < 40
     assert len(metrics["history"]["loss"]) == len(metrics["history"]["epoch_seconds"]) == metrics["epochs_completed"]
-    assert f"Interrupted after {metrics['epochs_completed']} of 40 epochs" in output
+    assert re.search(rf"^Interrupted (in epoch {metrics['epochs_completed'] + 1} after \d+ of 63 steps|after epoch "
+                     rf"{metrics['epochs_completed']}): saved what was trained in {re.escape(str(out))}/", output,
+                     re.MULTILINE), output
     model = keras.models.load_model(out / "model.keras")
     assert model.name == "mnist_cnn" and model.inputs[0].dtype == "float32"  # the network, not the training wrapper
     assert f"Test accuracy: {metrics['test_accuracy']:.4f}" in output
     assert (out / "confusion_matrix.png").stat().st_size > 10_000
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -208,6 +212,7 @@ def test_signal_during_the_test_pass_keeps_the_epoch_it_follows(capsys):
     fit, restored = small_fit(5, [SignalAt("test pass", epoch=1)])
     assert fit.interrupted and fit.epochs_completed == 2  # the second epoch was fully trained
     assert len(fit.history["loss"]) == len(fit.history["epoch_seconds"]) == 2  # and nothing after it ran
+    assert fit.partial_steps == 0 and fit.stopped_where() == "after epoch 2"
     assert restored  # the handler in force before training is back
 
 
@@ -215,6 +220,8 @@ def test_signal_mid_epoch_drops_only_that_epoch(capsys):
     fit, restored = small_fit(5, [SignalAt("mid-epoch", epoch=1)])
     assert fit.interrupted and fit.epochs_completed == 1
     assert len(fit.history["loss"]) == len(fit.history["epoch_seconds"]) == 1  # the cut epoch is not kept
+    assert 0 < fit.partial_steps < fit.steps_per_epoch == 32  # how far it got in the cut epoch
+    assert fit.stopped_where() == f"in epoch 2 after {fit.partial_steps} of 32 steps"
     assert restored
 
 

@@ -181,21 +181,30 @@ def listing(folder):
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
 
-def test_a_stop_in_epoch_1_publishes_only_this_runs_outputs(tmp_path):
-    """No curve to draw: the previous run's training_curves.png (and its logs) go, not stay beside the new metrics."""
+def test_a_stopped_run_is_kept_in_interrupted_and_the_finished_run_stays(tmp_path):
+    """Stopped in epoch 1 (no curve to draw), with --tensorboard: what it trained goes to interrupted/ (in
+    place of an earlier one), and the finished run's outputs and logs stay as they were."""
     out = tmp_path / "out"
     previous = previous_run(out)
-    run = Running(*LONG_EPOCH, "--output-dir", out)
+    (out / "interrupted").mkdir()
+    (out / "interrupted" / "model.keras").write_text("an earlier stopped run's model.keras\n")
+    run = Running(*LONG_EPOCH, "--tensorboard", "--output-dir", out)
     run.wait_for("Epoch 1/2")
     run.process.send_signal(signal.SIGTERM)
     status, output = run.finish()
     assert status == 130, output
-    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(path.read_bytes() == text.encode() for path, text in previous.items())  # as they were
+    stopped = out / "interrupted"
+    assert listing(out) == sorted([*map(str, (path.relative_to(out) for path in previous)), "logs", "interrupted",
+                                   *(f"interrupted/{name}" for name in listing(stopped))]), listing(out)
+    assert sorted(os.listdir(stopped)) == sorted({*OUTPUTS, "logs"} - {"training_curves.png"})
+    assert any("tfevents" in name for name in listing(stopped / "logs"))
+    metrics = json.loads((stopped / "metrics.json").read_text())
     assert metrics["interrupted"] and metrics["epochs_completed"] == 0
-    assert listing(out) == sorted(set(OUTPUTS) - {"training_curves.png"}), listing(out)
-    assert all(path.read_bytes() != text.encode() for path, text in previous.items() if path.exists())
-    removed = next(line for line in output.splitlines() if line.startswith("Removed"))
-    assert str(out / "training_curves.png") in removed and str(out / "logs") in removed
+    steps = re.search(r"^Stopped in epoch 1 after (\d+) of 625 steps", output, re.MULTILINE)
+    assert steps and 1 <= int(steps[1]) < 625, output  # not "Trained 0 epochs"
+    assert "Trained 0 epochs" not in output and "Removed" not in output
+    assert f"saved what was trained in {stopped}{os.sep}" in output
 
 
 def test_tensorboard_keeps_the_earlier_logs_until_the_run_publishes(tmp_path):
@@ -220,6 +229,9 @@ def test_tensorboard_logs_replace_the_earlier_ones_and_are_listed_as_saved(resne
     saved = next(line for line in result.stdout.splitlines() if line.startswith("Saved: "))
     assert f"{out / 'logs'}{os.sep}" in saved.removeprefix("Saved: ").split(", "), saved
     assert not [name for name in os.listdir(out) if name.startswith(".")]
+    # the earlier run, logs included, is kept in previous/; its metrics.json holds no accuracy
+    assert (out / "previous" / "logs" / "events.previous").read_text() == "previous run's logs/events.previous\n"
+    assert f"Replaced the run in {out}{os.sep} (test accuracy unknown) with this one" in result.stdout
 
 
 SWALLOWED_SIGTERM = """
