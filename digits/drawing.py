@@ -16,6 +16,7 @@ from digits.numbers import MAX_PIECES, Piece, TooManyDigits, find_digits, read_l
 from digits.photos import read_image, to_mnist_form
 
 MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
+MAX_STROKES = 1_000  # 20 digits of 50 strokes each: a dotted hand; refused before any grouping or drawing
 MAX_IMAGE_PIXELS = 50_000_000  # more than any phone camera; refused before decoding
 PHOTO_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people upload: no exotic decoders
 FORMAT_NAMES = "a PNG, JPEG, GIF, BMP, TIFF or WebP file"
@@ -73,6 +74,8 @@ def parse_strokes(strokes):
         raise BadRequest("strokes must be a non-empty list of strokes, each a list of [x, y] points")
     if sum(len(stroke) if isinstance(stroke, list) else 0 for stroke in strokes) > MAX_POINTS:
         raise BadRequest(f"too many points: at most {MAX_POINTS:,} in a drawing")
+    if len(strokes) > MAX_STROKES:
+        raise BadRequest(f"too many strokes: {len(strokes):,}, at most {MAX_STROKES:,} in a drawing")
     for stroke in strokes:
         if not isinstance(stroke, list) or not stroke or not all(
                 isinstance(point, list) and len(point) == 2
@@ -116,20 +119,17 @@ def group_strokes(strokes):
     height = np.ptp(points[:, 1])
     spans = sorted(([stroke[:, 0].min(), stroke[:, 0].max(), [n]] for n, stroke in enumerate(strokes)),
                    key=lambda span: span[0])
-    while True:  # sorted by left edge, each span joins the digit before it or starts one; again until none join
-        joined = []
-        for span in spans:
-            if joined and _together(joined[-1], span, JOIN_GAP * height):
-                last = joined[-1]
-                joined[-1] = [last[0], max(last[1], span[1]), last[2] + span[2]]
-            else:
-                joined.append(span)
-        if len(joined) == len(spans):
-            break
-        spans = joined
-    groups = [[strokes[n] for n in sorted(span[2])] for span in spans]
+    joined = []  # sorted by left edge, each span joins the digit before it or starts one; a digit that
+    for span in spans:  # grows may then join the one before it: no two neighbours left that join
+        joined.append(span)
+        while len(joined) > 1 and _together(joined[-2], joined[-1], JOIN_GAP * height):
+            last = joined.pop()
+            joined[-1][1] = max(joined[-1][1], last[1])
+            joined[-1][2].extend(last[2])
+    groups = [[strokes[n] for n in sorted(span[2])] for span in joined]
     sizes = [np.ptp(np.concatenate(group), axis=0).max() for group in groups]
-    return [group for group, size in zip(groups, sizes) if size >= SPECK * height or size == max(sizes)]
+    largest = max(sizes)
+    return [group for group, size in zip(groups, sizes) if size >= SPECK * height or size == largest]
 
 
 def render_line(strokes):
