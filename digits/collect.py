@@ -19,7 +19,15 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.drawing import BadRequest, decode_photo, group_strokes, parse_strokes, photo_digits, render_strokes
+from digits.drawing import (
+    BadRequest,
+    check_keys,
+    decode_photo,
+    group_strokes,
+    parse_strokes,
+    photo_digits,
+    render_strokes,
+)
 from digits.errors import NUM_CLASSES, InputError
 from digits.photos import to_mnist_form
 
@@ -112,6 +120,7 @@ def drawing_from_request(payload, budget=None):
     digits.drawing.Budget), as /predict's are."""
     if not isinstance(payload, dict) or "digit" not in payload or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with "digit" (0-9) and either "strokes" (the drawing) or "image"')
+    check_keys(payload, ("digit", "strokes", "image"))
     try:
         digit = check_digit(payload["digit"])
     except ValueError as e:

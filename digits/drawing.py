@@ -214,11 +214,20 @@ def decode_photo(text, budget=None):
     return gray
 
 
+def check_keys(payload, allowed=("strokes", "image")):
+    """BadRequest unless the payload is a JSON object with exactly one of "strokes" and "image", and
+    no key but those `allowed`: an unknown key is refused, never carried along unread."""
+    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
+        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    unknown = sorted(payload.keys() - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown key {unknown[0][:40]!r}: send only {', '.join(map(repr, allowed))}")
+
+
 def picture_from_request(payload, budget=None):
     """The request's "strokes" (drawn again) or "image" (a photo, decoded within the Budget of pixels
     if one is given) as grayscale in [0, 1]."""
-    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
-        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    check_keys(payload)
     if "strokes" in payload:
         return render_strokes(parse_strokes(payload["strokes"]))
     return decode_photo(payload["image"], budget)
@@ -247,8 +256,7 @@ def digits_from_request(payload, budget=None, reader=None):
     """The request's "strokes" (grouped into digits, each drawn again) or "image" (a photo, decoded
     within the Budget of pixels if one is given, read as --predict reads it), read with the number
     `reader` that find_digits takes, as Found digits."""
-    if not isinstance(payload, dict) or len(payload.keys() & {"strokes", "image"}) != 1:
-        raise BadRequest('send a JSON object with either "strokes" (the drawing) or "image" (a photo)')
+    check_keys(payload)
     if "strokes" in payload:
         pieces = drawn_digits(parse_strokes(payload["strokes"]), reader)
         if not pieces:

@@ -7,6 +7,7 @@ model is handed in.
 
 import json
 import math
+import re
 import socket
 import sys
 import threading
@@ -26,7 +27,16 @@ WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf
              ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 MAX_PHOTO_BYTES = 12 * 2**20  # the page's cap on a photo file (web/draw.js says the same)
 MAX_REQUEST_BYTES = 4 * math.ceil(MAX_PHOTO_BYTES / 3) + 1024  # that file in base64, in its JSON
-READING_BYTES = 8 * MAX_REQUEST_BYTES  # request bodies in memory at once, all requests together
+MAX_DRAWING_BYTES = 2**20  # 20,000 points as the page sends them are ~300 KB; a larger body is one photo
+# What a body costs once parsed, per byte of it (the body itself included): JSON's smallest values
+# become Python objects many times their size ("[]," is 3 bytes, a list 64), a photo's base64 string
+# is held as text and as the bytes it decodes to. tests/test_server_limits.py measures both.
+PARSE_COST = 32
+PHOTO_COST = 5
+DIGIT = rb'\s*"digit"\s*:\s*\d{1,3}\s*'  # /save's label
+PHOTO_BODY = re.compile(rb'\s*\{(?:' + DIGIT + rb',)?\s*"image"\s*:\s*"[A-Za-z0-9+/=:;,.-]*"\s*(?:,' + DIGIT
+                        + rb')?\}\s*')  # {"image": base64}, with /save's "digit", no more
+READING_BYTES = 256 * 2**20  # request bodies in memory at once, parsed, all requests together
 DRAIN_BYTES = 4 * MAX_REQUEST_BYTES  # read and dropped from a body too large, so its sender sees the 413
 LISTEN_BACKLOG = 128  # connections waiting to be accepted: a burst from a page's quick questions fits
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -56,6 +66,17 @@ def checked_length(handler):
     if handler.headers.get_content_type() != "application/json":
         raise BadRequest("send JSON, with Content-Type: application/json")
     return length
+
+
+def parsing_cost(body):
+    """What parsing the body will cost, in bytes; 413 for a body too large for a drawing that is not
+    one photo, {"image": base64}."""
+    if PHOTO_BODY.fullmatch(body):
+        return PHOTO_COST * len(body)
+    if len(body) > MAX_DRAWING_BYTES:
+        raise BadRequest(f"request too large: {len(body):,} bytes, a drawing is at most {MAX_DRAWING_BYTES:,} "
+                         '(only a photo, {"image": base64}, may be larger)', status=413)
+    return PARSE_COST * len(body)
 
 
 def parse_json(body):
@@ -128,15 +149,17 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             if route not in ("/predict", "/save") or (route == "/save" and self.server.collection is None):
                 raise BadRequest("not found", status=404)
             length = checked_length(self)
-            with self.server.reading.reserve(length, "reading other requests"):  # the body, parsed and decoded
+            with self.server.reading.reserve(length, "reading other requests"):  # the body as read
                 body = self.rfile.read(length)
                 body_read = True
-                payload = parse_json(body)
-                if route == "/save":
-                    reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
-                else:
-                    reader = self.server.read_lines if self.server.reader is not None else None
-                    found = digits_from_request(payload, self.server.decoding, reader)
+                cost = parsing_cost(body)
+                with self.server.reading.reserve(max(cost - length, 0), "reading other requests"):  # parsed
+                    payload = parse_json(body)
+                    if route == "/save":
+                        reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
+                    else:
+                        reader = self.server.read_lines if self.server.reader is not None else None
+                        found = digits_from_request(payload, self.server.decoding, reader)
             if route == "/predict":
                 reply = self.server.read(found)
         except BadRequest as e:

@@ -1,8 +1,16 @@
 """The drawing page's server (--draw) over real HTTP: nothing sent to it costs minutes or gigabytes.
 Limits are checked before the work, and a refused request leaves the server serving."""
+import base64
+import concurrent.futures
 import json
+import os
+import re
+import tracemalloc
 
+import pytest
 from test_server import post, still_serving
+
+from digits.server import MAX_DRAWING_BYTES, PARSE_COST, PHOTO_COST, parsing_cost
 
 
 def strokes_body(strokes):
@@ -15,3 +23,66 @@ def test_too_many_strokes_are_refused_before_any_grouping(server):
     status, reply = post(url, strokes_body(dots))
     assert status == 400 and "too many strokes" in reply["error"], reply
     assert still_serving(url)
+
+
+def peak_memory(pid):
+    """The process' peak resident memory so far, in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status.read()).group(1)) * 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc: Linux")
+def test_a_large_body_that_is_not_one_photo_is_a_413_before_it_is_parsed(server):
+    """Eight 16 MB bodies at once, a drawing padded with an unknown key full of small numbers (parsed,
+    ~400 MB each): refused before they are parsed, so the server's memory grows by little."""
+    process, url = server
+    assert still_serving(url)
+    body = b'{"strokes": [[[0, 0], [0, 50]]], "pad": [' + b"0," * (8 * 2**20 - 1) + b"0]}"
+    before = peak_memory(process.pid)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: post(url, body), range(8)))
+    assert all(status == 413 and "a drawing is at most" in reply["error"] for status, reply in replies), replies[0]
+    assert peak_memory(process.pid) - before < 8 * len(body) + 64 * 2**20, (peak_memory(process.pid) - before) / 2**20
+    assert still_serving(url)
+
+
+def test_an_unknown_key_is_a_400(server):
+    _, url = server
+    stroke = [[[0, 0], [0, 50]]]
+    for payload in ({"strokes": stroke, "pad": 1}, {"image": "AAAA", "strokes": stroke, "x": 0},
+                    {"image": "AA", "": 0}):
+        status, reply = post(url, json.dumps(payload).encode())
+        assert status == 400 and ("unknown key" in reply["error"] or "either" in reply["error"]), (payload, reply)
+    status, reply = post(url, json.dumps({"strokes": stroke, "pad": 1}).encode())
+    assert "unknown key 'pad'" in reply["error"]
+    assert still_serving(url)
+
+
+@pytest.mark.parametrize("item", [b"[],", b"{},", b"1.5,", b'"ab",', b"[0],", b"0,"])
+def test_parsing_a_drawing_costs_at_most_what_the_reading_budget_counts(item):
+    """The reading budget counts PARSE_COST bytes for each byte of a drawing's body: the costliest
+    JSON values, a body of the largest size, parsed under tracemalloc, stay within it."""
+    body = b'{"strokes": [' + item * ((MAX_DRAWING_BYTES - 20) // len(item)) + b"0]}"
+    assert parsing_cost(body) == PARSE_COST * len(body)
+    tracemalloc.start()
+    try:
+        payload = json.loads(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert payload and peak + len(body) <= PARSE_COST * len(body), peak / len(body)
+
+
+def test_parsing_a_photo_costs_at_most_what_the_reading_budget_counts():
+    """A photo's body, {"image": base64}, parsed and decoded, within PHOTO_COST bytes per byte."""
+    data = os.urandom(3 * 2**20)
+    body = json.dumps({"image": "data:image/png;base64," + base64.b64encode(data).decode()}).encode()
+    assert parsing_cost(body) == PHOTO_COST * len(body)
+    tracemalloc.start()
+    try:
+        text = json.loads(body)["image"]
+        decoded = base64.b64decode(text.split(",", 1)[-1], validate=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded == data and peak + len(body) <= PHOTO_COST * len(body), peak / len(body)
