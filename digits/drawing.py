@@ -52,20 +52,31 @@ class Budget:
         self.total, self.wait, self.taken = total, wait, 0
         self.freed = threading.Condition()
 
+    def take(self, amount, what, wait=None):
+        """Take `amount` of the budget, waiting at most `wait` seconds (self.wait if None); `what` names
+        it in the 503. Returns the amount taken, to give back."""
+        amount = min(amount, self.total)
+        with self.freed:
+            if not self.freed.wait_for(lambda: self.taken + amount <= self.total,
+                                       timeout=self.wait if wait is None else wait):
+                raise BadRequest(f"busy {what}: try again in a moment", status=503)
+            self.taken += amount
+        return amount
+
+    def give(self, amount):
+        """Give back what take() took."""
+        with self.freed:
+            self.taken -= amount
+            self.freed.notify_all()
+
     @contextlib.contextmanager
     def reserve(self, amount, what):
         """Within the block, `amount` of the budget is this request's; `what` names it in the 503."""
-        amount = min(amount, self.total)
-        with self.freed:
-            if not self.freed.wait_for(lambda: self.taken + amount <= self.total, timeout=self.wait):
-                raise BadRequest(f"busy {what}: try again in a moment", status=503)
-            self.taken += amount
+        amount = self.take(amount, what)
         try:
             yield
         finally:
-            with self.freed:
-                self.taken -= amount
-                self.freed.notify_all()
+            self.give(amount)
 
 
 def parse_strokes(strokes):

@@ -5,12 +5,15 @@ model, its lock, whether it serves only this machine) from the server object. No
 model is handed in.
 """
 
+import contextlib
 import json
 import math
+import os
 import re
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +39,7 @@ PHOTO_COST = 5
 DIGIT = rb'\s*"digit"\s*:\s*\d{1,3}\s*'  # /save's label
 PHOTO_BODY = re.compile(rb'\s*\{(?:' + DIGIT + rb',)?\s*"image"\s*:\s*"[A-Za-z0-9+/=:;,.-]*"\s*(?:,' + DIGIT
                         + rb')?\}\s*')  # {"image": base64}, with /save's "digit", no more
+BODY_SECONDS = float(os.environ.get("DIGITS_BODY_SECONDS", 30))  # for the whole body, however slowly it comes
 READING_BYTES = 256 * 2**20  # request bodies in memory at once, parsed, all requests together
 DRAIN_BYTES = 4 * MAX_REQUEST_BYTES  # read and dropped from a body too large, so its sender sees the 413
 LISTEN_BACKLOG = 128  # connections waiting to be accepted: a burst from a page's quick questions fits
@@ -149,11 +153,10 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             if route not in ("/predict", "/save") or (route == "/save" and self.server.collection is None):
                 raise BadRequest("not found", status=404)
             length = checked_length(self)
-            with self.server.reading.reserve(length, "reading other requests"):  # the body as read
-                body = self.rfile.read(length)
+            with self.body(length) as body:
                 body_read = True
                 cost = parsing_cost(body)
-                with self.server.reading.reserve(max(cost - length, 0), "reading other requests"):  # parsed
+                with self.server.reading.reserve(max(cost - len(body), 0), "reading other requests"):  # parsed
                     payload = parse_json(body)
                     if route == "/save":
                         reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
@@ -165,10 +168,37 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         except BadRequest as e:
             self.close_connection = self.close_connection or not body_read  # what follows is not a request
             self.send_json(e.status, {"error": str(e)})
-            if not body_read:
+            if not body_read and e.status != 408:
                 self.drain()
             return
         self.send_json(200, reply)
+
+    @contextlib.contextmanager
+    def body(self, length):
+        """The request's body, read within BODY_SECONDS in all (408 past them): each piece takes its
+        share of the reading budget as it arrives, nothing is set aside for bytes not yet sent, and
+        all of it is given back after the block."""
+        deadline, body, taken = time.monotonic() + self.server.body_seconds, bytearray(), 0
+        try:
+            while taken < length:
+                left = deadline - time.monotonic()
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    self.connection.settimeout(left)
+                    piece = self.rfile.read1(min(length - taken, 65536))
+                except TimeoutError:
+                    raise BadRequest(f"the body did not arrive within {self.server.body_seconds:g} s: "
+                                     f"{taken:,} of {length:,} bytes", status=408)
+                if not piece:  # the client closed its side
+                    break
+                body += piece
+                taken += self.server.reading.take(len(piece), "reading other requests",
+                                                  max(0, min(self.server.reading.wait, left)))
+            self.connection.settimeout(self.timeout)
+            yield body
+        finally:
+            self.server.reading.give(taken)
 
     def drain(self):
         """Read and drop what is left of an unread body (up to DRAIN_BYTES), so that a client that
@@ -200,7 +230,8 @@ class DrawingPageServer(ThreadingHTTPServer):
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         super().__init__((host, port), DrawingPageHandler)
-        self.reading = Budget(READING_BYTES)  # request bodies in memory at once
+        self.reading = Budget(READING_BYTES)  # request bodies in memory at once, as they arrive and parsed
+        self.body_seconds = BODY_SECONDS  # a body must arrive within this, however slowly it comes
         self.decoding = Budget(MAX_IMAGE_PIXELS)  # photo pixels decoded at once: a few small, or one large
         self.collection = collection  # a digits.collect.Collection with --collect: POST /save, GET /collection
         self.model = model

@@ -2,13 +2,18 @@
 Limits are checked before the work, and a refused request leaves the server serving."""
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
+import signal
+import socket
+import threading
 import tracemalloc
 
 import pytest
-from test_server import post, still_serving
+from draw_accuracy import start_server
+from test_server import address, post, still_serving
 
 from digits.server import MAX_DRAWING_BYTES, PARSE_COST, PHOTO_COST, parsing_cost
 
@@ -86,3 +91,60 @@ def test_parsing_a_photo_costs_at_most_what_the_reading_budget_counts():
     finally:
         tracemalloc.stop()
     assert decoded == data and peak + len(body) <= PHOTO_COST * len(body), peak / len(body)
+
+
+@pytest.fixture
+def quick_deadline_server(trained, monkeypatch):
+    """A drawing-page server of its own whose request bodies must arrive within 2 s (DIGITS_BODY_SECONDS)."""
+    out, _, _ = trained
+    monkeypatch.setenv("DIGITS_BODY_SECONDS", "2")
+    process, url = start_server("--port", 0, "--model", out / "model.keras")
+    try:
+        assert url, "".join(process.output) + process.stderr.read()
+        yield process, url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+def slow_upload(url, length):
+    """A connection that sends a request's head and the first byte of its `length`-byte body, then stalls."""
+    connection = socket.create_connection(address(url), timeout=60)
+    connection.sendall(b"\r\n".join([b"POST /predict HTTP/1.1", b"Host: " + url.split("/")[2].encode(),
+                                     b"Content-Type: application/json", b"Content-Length: %d" % length]) + b"\r\n\r\n{")
+    return connection
+
+
+def answer(connection):
+    """The status a connection is answered with; None where it is closed unanswered."""
+    reply = b""
+    with connection:
+        while chunk := connection.recv(65536):
+            reply += chunk
+    return int(reply.split()[1]) if reply else None
+
+
+def test_slow_uploads_hold_only_what_they_sent_and_get_a_408_at_the_deadline(quick_deadline_server):
+    """Sixteen uploads that each announce 16 MiB (the whole reading budget, were it set aside up front)
+    and stall after one byte: the server still answers others, and each stalled upload, and one that
+    trickles a byte at a time, is answered 408 once its body's deadline passes."""
+    _, url = quick_deadline_server
+    stalled = [slow_upload(url, 16 * 2**20) for _ in range(16)]
+    trickle = slow_upload(url, 1000)
+    stop = threading.Event()
+
+    def keep_trickling():
+        with contextlib.suppress(OSError):
+            while not stop.wait(0.2):
+                trickle.sendall(b" ")
+
+    trickler = threading.Thread(target=keep_trickling)
+    trickler.start()
+    try:
+        assert still_serving(url)
+        assert [answer(connection) for connection in stalled] == [408] * 16
+        assert answer(trickle) == 408
+    finally:
+        stop.set()
+        trickler.join()
+    assert still_serving(url)
