@@ -42,8 +42,12 @@ PHOTO_BODY = re.compile(rb'\s*\{(?:' + DIGIT + rb',)?\s*"image"\s*:\s*"[A-Za-z0-
 BODY_SECONDS = float(os.environ.get("DIGITS_BODY_SECONDS", 30))  # for the whole body, however slowly it comes
 READING_BYTES = 256 * 2**20  # request bodies in memory at once, parsed, all requests together
 DRAIN_BYTES = 4 * MAX_REQUEST_BYTES  # read and dropped from a body too large, so its sender sees the 413
+MAX_CONNECTIONS = 64  # served at once, a thread each; one more is answered 503 at once and closed
 LISTEN_BACKLOG = 128  # connections waiting to be accepted: a burst from a page's quick questions fits
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+BUSY_BODY = b'{"error": "too many connections at once: try again in a moment"}'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(BUSY_BODY), BUSY_BODY))
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; "
                            "form-action 'none'; frame-ancestors 'none'")
 
@@ -231,6 +235,7 @@ class DrawingPageServer(ThreadingHTTPServer):
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         super().__init__((host, port), DrawingPageHandler)
         self.reading = Budget(READING_BYTES)  # request bodies in memory at once, as they arrive and parsed
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # connections served at once
         self.body_seconds = BODY_SECONDS  # a body must arrive within this, however slowly it comes
         self.decoding = Budget(MAX_IMAGE_PIXELS)  # photo pixels decoded at once: a few small, or one large
         self.collection = collection  # a digits.collect.Collection with --collect: POST /save, GET /collection
@@ -241,6 +246,26 @@ class DrawingPageServer(ThreadingHTTPServer):
         self.files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
                       if path.is_file() and path.suffix in WEB_TYPES and not path.name.startswith(".")}
         self.files["/"] = WEB_DIR / "index.html"
+
+    def process_request(self, request, client_address):
+        """Serve the connection in a thread of its own, up to MAX_CONNECTIONS at once; refuse more."""
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.setblocking(False)  # never wait on its client: this thread accepts everyone
+                request.send(BUSY)
+            return self.shutdown_request(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        """One connection's thread; its slot is free again when it ends."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def save(self, digit, drawing, seen):
         """Save a drawing and the 28x28 digit seen in the collection (--collect); the reply to send."""

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import socket
 import threading
@@ -13,9 +14,9 @@ import tracemalloc
 
 import pytest
 from draw_accuracy import start_server
-from test_server import address, post, still_serving
+from test_server import address, exchange, post, still_serving
 
-from digits.server import MAX_DRAWING_BYTES, PARSE_COST, PHOTO_COST, parsing_cost
+from digits.server import MAX_CONNECTIONS, MAX_DRAWING_BYTES, PARSE_COST, PHOTO_COST, parsing_cost
 
 
 def strokes_body(strokes):
@@ -147,4 +148,31 @@ def test_slow_uploads_hold_only_what_they_sent_and_get_a_408_at_the_deadline(qui
     finally:
         stop.set()
         trickler.join()
+    assert still_serving(url)
+
+
+def threads(pid):
+    """How many threads the process runs (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"Threads:\s+(\d+)", status.read()).group(1))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc: Linux")
+def test_idle_connections_take_at_most_the_capped_threads_and_the_server_still_answers(server):
+    """MAX_CONNECTIONS + 36 connections opened and left idle: the server runs at most MAX_CONNECTIONS
+    threads for them, answers the ones past the cap with a 503, and answers again once they go."""
+    process, url = server
+    assert still_serving(url)
+    before = threads(process.pid)
+    idle = [socket.create_connection(address(url), timeout=60) for _ in range(MAX_CONNECTIONS + 36)]
+    try:
+        # Connections are accepted in turn: once one opened after them is answered, all were accepted.
+        head = [b"GET /collection HTTP/1.1", b"Host: " + url.split("/")[2].encode(), b"Connection: close"]
+        assert exchange(url, head)[0] in (200, 503)
+        assert threads(process.pid) <= before + MAX_CONNECTIONS, threads(process.pid) - before
+        refused = [connection for connection in idle if select.select([connection], [], [], 0)[0]]
+        assert len(refused) >= 36 and [answer(connection) for connection in refused] == [503] * len(refused)
+    finally:
+        for connection in idle:
+            connection.close()
     assert still_serving(url)
