@@ -253,7 +253,7 @@ def draw(args):
     """--draw: serve the drawing page until Ctrl-C; with --collect, save the drawings the user labels."""
     import errno
 
-    from digits.server import LOOPBACK_NAMES, DrawingPageServer
+    from digits.server import DrawingPageServer
 
     collection = None
     if args.collect:
@@ -261,28 +261,25 @@ def draw(args):
 
         with option_named("--collect"):
             collection = Collection(args.collect)
-    loopback = args.host in LOOPBACK_NAMES
-    if not loopback:
-        print(f"warning: --host {printable(args.host)}: the drawing page is reachable from other machines on "
-              "the network", file=sys.stderr, flush=True)
     try:  # bound before Keras loads, which takes a while: a port in use is told at once
-        server = DrawingPageServer((args.host, args.port), None, loopback, collection)
+        server = DrawingPageServer((args.host, args.port), None, collection)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise InputError(f"port {args.port} is already in use on {args.host}: "
                              f"pass another, e.g. --port {args.port + 1 if args.port < 65535 else 8001}")
         raise InputError(f"cannot serve on {args.host}:{args.port} ({e.strerror or e}): check --host and --port")
+    if not server.names.loopback:  # 127.0.0.0/8 and ::1 are this machine's alone
+        print(f"warning: --host {printable(args.host)}: the drawing page is reachable from other machines on "
+              "the network", file=sys.stderr, flush=True)
     try:
         # the models load now; requests wait in the queue until serve_forever
         server.model, server.reader = load_model(args), load_number_reader(args)
         server.warm_up()
-        host, port = server.server_address[:2]
-        host = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
         try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
             if collection is not None:
                 print(printable(f"Saving the drawings you label to {args.collect}/<digit>/ "
                                 f"(then: --evaluate {args.collect})"), flush=True)
-            print(f"Drawing page: http://{host}:{port}/ (press Ctrl-C to stop)", flush=True)
+            print(f"Drawing page: {server.names.url()} (press Ctrl-C to stop)", flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             print("Stopped the drawing page.", flush=True)

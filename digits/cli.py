@@ -137,8 +137,8 @@ def build_parser():
     parser.add_argument("--port", type=whole_number(0, 65535), default=8000,
                         help="the drawing page's port (0: any free one)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="the address the drawing page listens on; anything but 127.0.0.1 makes it "
-                             "reachable from other machines")
+                        help="the address the drawing page listens on; anything outside 127.0.0.0/8 and ::1 "
+                             "makes it reachable from other machines")
     parser.add_argument("--evaluate", type=Path, default=None, metavar="DIR",
                         help="measure a trained model on your own labelled digits instead of training: DIR/0/ ... "
                              "DIR/9/ hold images of each digit, read as --predict reads them; prints the test "

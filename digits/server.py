@@ -22,6 +22,7 @@ import numpy as np
 from digits.collect import drawing_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
 from digits.errors import IMAGE_SIZE
+from digits.hosts import ServedNames
 from digits.lines import LINE_HEIGHT, WIDTH_STEP
 from digits.reader import read_strips
 
@@ -44,7 +45,6 @@ READING_BYTES = 256 * 2**20  # request bodies in memory at once, parsed, all req
 DRAIN_BYTES = 4 * MAX_REQUEST_BYTES  # read and dropped from a body too large, so its sender sees the 413
 MAX_CONNECTIONS = 64  # served at once, a thread each; one more is answered 503 at once and closed
 LISTEN_BACKLOG = 128  # connections waiting to be accepted: a burst from a page's quick questions fits
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 BUSY_BODY = b'{"error": "too many connections at once: try again in a moment"}'
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(BUSY_BODY), BUSY_BODY))
@@ -119,15 +119,15 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         self.send_body(status, json.dumps(data).encode(), "application/json")
 
     def check_host(self):
-        """Refuse a foreign Host on a loopback server.
-
-        A web page elsewhere could reach this local server under its own name by DNS rebinding;
-        the Host header it must then send gives it away.
-        """
-        host = self.headers.get("Host")
-        name = host if host is None or host.endswith("]") else host.rsplit(":", 1)[0]
-        if self.server.loopback and host is not None and name not in LOOPBACK_NAMES:
-            raise BadRequest(f"unexpected Host header {host!r}: open the page at 127.0.0.1", status=403)
+        """Refuse a Host that is not an address or name this server is served under, and an Origin
+        that is not its own page (403): the mark of another site's page reaching it (DNS rebinding)."""
+        host, origin = self.headers.get("Host"), self.headers.get("Origin")
+        if not self.server.names.host_allowed(host):
+            raise BadRequest(f"unexpected Host header {host[:100]!r}: open the page at {self.server.names.url()}",
+                             status=403)
+        if not self.server.names.origin_allowed(origin):
+            raise BadRequest(f"unexpected Origin header {origin[:100]!r}: only the page itself may send requests",
+                             status=403)
 
     def do_GET(self):
         """One of the page's files, or GET /collection: whether the page collects, and the drawings saved so far."""
@@ -220,7 +220,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
             pass
 
 class DrawingPageServer(ThreadingHTTPServer):
-    """Serves the page with `model`; `loopback` means only this machine may reach it.
+    """Serves the page with `model`, under the names and addresses of `self.names` only.
 
     The host may be an IPv6 address ("::1", with or without brackets). Raises OSError where the
     address cannot be bound (a port in use, say).
@@ -229,11 +229,12 @@ class DrawingPageServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address, model, loopback=True, collection=None, reader=None):
+    def __init__(self, address, model, collection=None, reader=None):
         host, port = address
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         super().__init__((host, port), DrawingPageHandler)
+        self.names = ServedNames(host, self.server_address)  # the Host and Origin headers it answers
         self.reading = Budget(READING_BYTES)  # request bodies in memory at once, as they arrive and parsed
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # connections served at once
         self.body_seconds = BODY_SECONDS  # a body must arrive within this, however slowly it comes
@@ -242,7 +243,6 @@ class DrawingPageServer(ThreadingHTTPServer):
         self.model = model
         self.reader = reader  # the number reader: reads a drawing or photo of several digits
         self.model_lock = threading.Lock()  # one prediction at a time: a Keras model is not meant for threads
-        self.loopback = loopback
         self.files = {f"/{path.name}": path for path in WEB_DIR.iterdir()
                       if path.is_file() and path.suffix in WEB_TYPES and not path.name.startswith(".")}
         self.files["/"] = WEB_DIR / "index.html"

@@ -221,6 +221,10 @@ def test_an_exposed_host_warns_and_ctrl_c_stops_cleanly(trained):
     process, url = start_server("--port", 0, "--host", "0.0.0.0", "--model", out / "model.keras")
     try:
         assert url, process.stderr.read()
+        assert url.startswith("http://127.0.0.1:"), url  # an address a browser opens
+        port = url.split(":")[2].rstrip("/")
+        assert http(url, "GET", "/", None, ["Host: evil.example:" + port], None)[0] == 403  # DNS rebinding
+        assert http(url, "GET", "/", None, None, None)[0] == 200
         process.send_signal(signal.SIGINT)  # as soon as the address is printed: the server is serving
         returncode = process.wait(timeout=60)
     finally:

@@ -176,3 +176,34 @@ def test_idle_connections_take_at_most_the_capped_threads_and_the_server_still_a
         for connection in idle:
             connection.close()
     assert still_serving(url)
+
+
+def test_a_page_elsewhere_cannot_reach_a_server_on_another_loopback_address(trained, tmp_path):
+    """--host 127.0.0.2 is this machine's alone (no warning), and a foreign Host or Origin, as another
+    site's page sends through DNS rebinding, is refused (403) there too: nothing is saved."""
+    out, _, _ = trained
+    collected = tmp_path / "collected"
+    process, url = start_server("--port", 0, "--host", "127.0.0.2", "--model", out / "model.keras",
+                                "--collect", collected)
+    try:
+        assert url, "".join(process.output) + process.stderr.read()
+        assert url.startswith("http://127.0.0.2:"), url
+        port = address(url)[1]
+        body = json.dumps({"strokes": [[[0, 0], [0, 50]]], "digit": 1}).encode()
+        own = f"Host: 127.0.0.2:{port}".encode()
+        for extra in ([f"Host: evil.example:{port}".encode()], [own, f"Origin: http://evil.example:{port}".encode()],
+                      [own, b"Origin: null"]):
+            head = [b"POST /save HTTP/1.1", *extra, b"Connection: close", b"Content-Type: application/json",
+                    b"Content-Length: %d" % len(body)]
+            status, content = exchange(url, head, body)
+            assert status == 403, (extra, content)
+            status, content = exchange(url, [b"GET / HTTP/1.1", extra[-1], b"Connection: close"])
+            assert status == 403 and b"<canvas" not in content, extra
+        assert not any(path.is_file() for path in collected.rglob("*"))
+        head = [b"GET / HTTP/1.1", own, f"Origin: http://127.0.0.2:{port}".encode(), b"Connection: close"]
+        assert exchange(url, head)[0] == 200
+        assert still_serving(url)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert "warning" not in process.stderr.read()
