@@ -17,14 +17,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-
 from digits.collect import drawing_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
-from digits.errors import IMAGE_SIZE
 from digits.hosts import ServedNames
-from digits.lines import LINE_HEIGHT, WIDTH_STEP
-from digits.reader import read_strips
+from digits.replies import ModelReplies
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -219,7 +215,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         except OSError:  # the client gave up: nothing more to say to it
             pass
 
-class DrawingPageServer(ThreadingHTTPServer):
+class DrawingPageServer(ModelReplies, ThreadingHTTPServer):
     """Serves the page with `model`, under the names and addresses of `self.names` only.
 
     The host may be an IPv6 address ("::1", with or without brackets). Raises OSError where the
@@ -276,46 +272,6 @@ class DrawingPageServer(ThreadingHTTPServer):
         except OSError as e:
             raise BadRequest(f"could not save the drawing ({e.strerror})", status=500)
         return {"saved": saved.name, "digit": digit, "counts": saved.counts}
-
-    def read(self, found):
-        """The reply to /predict for the digits Found: "number", and "digits", each with the digit read,
-        its ten probabilities, the 28x28 image the model saw and its box; a photo's "size" (what its
-        boxes refer to). A drawing or photo of one digit also has that digit's "digit",
-        "probabilities" and "image" at the top, as the page's replies always had."""
-        digits = []
-        for piece in found.pieces:
-            probabilities = self.predict(piece.digit) if piece.probabilities is None else piece.probabilities
-            digits.append({"digit": int(probabilities.argmax()),
-                           "probabilities": [round(float(p), 6) for p in probabilities],
-                           "image": np.round(piece.digit * 255).astype(int).tolist(),
-                           "box": [round(float(v), 1) for v in piece.box]})
-        reply = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits}
-        if len(digits) == 1:
-            reply.update({key: digits[0][key] for key in ("digit", "probabilities", "image")})
-            reply["unsure"] = found.pieces[0].unsure  # the number reader sees no digit: letters, a scribble
-        if found.size is not None:
-            reply["size"] = list(found.size)
-        return reply
-
-    def predict(self, digit):
-        """The model's ten probabilities for one 28x28 digit."""
-        return self.read_digits(digit[None])[0]
-
-    def read_digits(self, digits):
-        """The model's ten probabilities for each of a stack of 28x28 digits."""
-        with self.model_lock:
-            return np.asarray(self.model.predict_on_batch(digits[..., None]), np.float64)
-
-    def read_lines(self, strips):
-        """The number reader's Readings of strips (find_digits' reader)."""
-        with self.model_lock:
-            return read_strips(self.reader, strips)
-
-    def warm_up(self):
-        """The first prediction compiles the model: do it before the first visitor waits for it."""
-        self.predict(np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32))
-        if self.reader is not None:
-            self.read_lines([np.zeros((LINE_HEIGHT, 8 * WIDTH_STEP), np.float32)])
 
     def handle_error(self, request, client_address):
         """A request that failed: one warning line, except for a closed tab, which is no news."""
