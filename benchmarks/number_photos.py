@@ -204,9 +204,9 @@ def time_reading(paths, model_path, reader_path):
     from digits.reader import READER_FILE, load_reader
 
     model, reader = load_trained_model(model_path), load_reader(reader_path or READER_FILE)
-    predict_images(model, paths[:1], reader)  # the first call compiles
     seconds = []
     with contextlib.redirect_stdout(io.StringIO()):
+        predict_images(model, paths[:1], reader)  # the first call compiles
         for path in paths:
             started = time.perf_counter()
             predict_images(model, [path], reader)

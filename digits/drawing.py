@@ -148,7 +148,7 @@ def render_line(strokes):
     that as MNIST's; (ink, scale, offset): picture pixel = (stroke point - offset) * scale."""
     points = np.concatenate(strokes)
     low = points.min(axis=0)
-    height, width = np.ptp(points, axis=0)
+    width, height = np.ptp(points, axis=0)  # points are (x, y)
     scale = LINE_PIXELS / max(height, width / MAX_PIECES, 1e-6)  # a flat line is no wider than 20 digits
     pen = round(STROKE_WIDTH * LINE_PIXELS)
     offset = low - pen / scale
@@ -168,7 +168,7 @@ def drawn_digits(strokes, reader=None):
     the strokes' own units, and its image in MNIST's form. With the number `reader` (find_digits'), a
     drawing it reads several digits in is read by it; a drawing of one digit reads exactly as one digit
     always did: its strokes drawn again and put in MNIST's form. BadRequest past MAX_PIECES."""
-    unsure = False
+    unsure, seen = False, None
     if reader is not None:
         ink, scale, offset = render_line(strokes)
         try:
@@ -180,7 +180,7 @@ def drawn_digits(strokes, reader=None):
             return [piece._replace(box=(piece.box[0] / scale + offset[0], piece.box[1] / scale + offset[1],
                                         piece.box[2] / scale + offset[0], piece.box[3] / scale + offset[1]))
                     for piece in pieces]
-        unsure = not pieces
+        unsure, seen = not pieces, pieces[0].probabilities if pieces else None
     groups = group_strokes(strokes)
     if reader is not None and len(groups) > 1:  # the reader sees one digit: all the strokes are it
         groups = [strokes]
@@ -192,7 +192,8 @@ def drawn_digits(strokes, reader=None):
         digit = to_mnist_form(render_strokes(group))
         if digit is not None:
             points = np.concatenate(group)
-            pieces.append(Piece((*points.min(axis=0).tolist(), *points.max(axis=0).tolist()), digit, unsure=unsure))
+            box = (*points.min(axis=0).tolist(), *points.max(axis=0).tolist())
+            pieces.append(Piece(box, digit, unsure=unsure, seen=seen))
     return pieces
 
 

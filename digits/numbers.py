@@ -10,25 +10,47 @@ default network as a single digit always was: to_mnist_form of the whole picture
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from digits.errors import IMAGE_SIZE, InputError
-from digits.lines import MARGIN, line_form
+from digits.lines import INK, MARGIN, SPECK, line_form
 from digits.photos import centred, clean_ink, to_mnist_form
 
 MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not a number
 SEGMENT_SIZE = 512  # longer side the line is found at: 40 pixels a digit for a 12-digit phone number
 STEP = 2  # strip pixels per step of the reader's sequence (digits.reader.STEP)
+NARROW = 0.9  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
+TWO_STROKES = 4.5  # ink narrower than this many strokes is one digit (a bold digit cropped tight)
+
+
+UNSURE = 0.9  # a digit read less surely than this is unsure
 
 
 class Piece(NamedTuple):
     """One digit found in a picture: where it is, the 28x28 image of it in MNIST's form, and the
     number reader's ten probabilities for it (None: one digit alone, for the default network to read;
-    `unsure` then says the reader saw no digit at all: letters, a scribble)."""
+    `seen` then holds what the reader made of it, and `unsure` says it saw no digit at all)."""
 
     box: tuple  # (left, top, right, bottom) in the picture's pixels, right and bottom exclusive
     digit: np.ndarray  # 28x28 float32 in [0, 1], MNIST's form
     probabilities: np.ndarray | None = None
     unsure: bool = False
+    seen: np.ndarray | None = None
+
+
+def doubt(pieces, probabilities):
+    """Why a reading is unsure, in words, or None: the digits found and the ten probabilities each was
+    read with. Letters and scribbles are read as digits by both networks; what gives them away is that
+    the number reader sees no digit, reads another digit than the default network, or is unsure."""
+    if len(pieces) == 1 and pieces[0].probabilities is None and (pieces[0].unsure or pieces[0].seen is not None):
+        seen, label = pieces[0].seen, int(np.argmax(probabilities[0]))
+        if seen is None:
+            return "the number reader sees no digit here"
+        if int(np.argmax(seen)) != label or seen.max() < UNSURE:
+            return f"the number reader reads it as {int(np.argmax(seen))} ({seen.max():.1%})"
+        return None
+    least = min(float(np.max(p)) for p in probabilities)
+    return f"its least sure digit is read at {least:.1%}" if len(pieces) > 1 and least < UNSURE else None
 
 
 def read_line(ink, reader, scale=(1.0, 1.0)):
@@ -86,9 +108,26 @@ def find_digits(gray, reader=None):
     if ink is None:
         return [one]
     pieces = read_line(ink, reader, (height / ink.shape[0], width / ink.shape[1]))
-    if len(pieces) > 1:
+    if len(pieces) > 1 and not _too_narrow_for_two(ink):
         return pieces
-    return [one._replace(box=pieces[0].box if pieces else one.box, unsure=not pieces)]
+    return [one._replace(box=pieces[0].box if pieces else one.box, unsure=not pieces,
+                         seen=pieces[0].probabilities if pieces else None)]
+
+
+def _too_narrow_for_two(ink):
+    """Whether the ink is too narrow to be two digits: narrower than TWO_STROKES of its strokes (a bold
+    digit cropped tight, which the reader may read as two: two digits side by side are wider), or one
+    mark no wider than NARROW of its height."""
+    mask = ink > INK
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    runs = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    stroke = float(np.median(np.nonzero(runs == -1)[1] - np.nonzero(runs == 1)[1]))
+    width, height = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
+    if width < TWO_STROKES * stroke:
+        return True
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
+    return (sizes >= SPECK * sizes.max()).sum() == 1 and width <= NARROW * height
 
 
 class TooManyDigits(InputError):
@@ -100,4 +139,4 @@ class TooManyDigits(InputError):
         self.count = count
 
 
-__all__ = ["MAX_PIECES", "InputError", "Piece", "TooManyDigits", "find_digits", "read_line"]
+__all__ = ["MAX_PIECES", "UNSURE", "InputError", "Piece", "TooManyDigits", "doubt", "find_digits", "read_line"]

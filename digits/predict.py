@@ -8,12 +8,11 @@ import numpy as np
 
 from digits.backend import load_keras
 from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line, printable
-from digits.numbers import find_digits
+from digits.numbers import UNSURE, doubt, find_digits
 from digits.photos import read_image
 from digits.reader import read_strips
 from digits.settings import EVAL_BATCH_SIZE
 
-UNSURE = 0.9  # below this confidence the runner-up digits are printed too
 KERAS_FILE_STARTS = (b"PK\x03\x04", b"\x89HDF\r\n\x1a\n")  # a .keras file is a zip archive; legacy .h5 is HDF5
 
 
@@ -78,18 +77,20 @@ def read_pieces(path, reader=None):
     return preview, gray.shape, pieces  # the small copy only: a photo's pixels are let go
 
 
-def reading(probabilities, unsure=False):
+def reading(probabilities, unsure=None):
     """What one image's line says after its name: '7 (99.8%)', with the runners-up when unsure, for
-    one digit; '1024 (1 99.9%, 0 98.1%, 2 100.0%, 4 97.0%)' for several. `unsure`: the number reader
-    saw no digit (letters, a scribble), said after the network's answer."""
+    one digit; '1024 (1 99.9%, 0 98.1%, 2 100.0%, 4 97.0%)' for several. `unsure`: why the reading
+    may be wrong (numbers.doubt: letters, a scribble), said after it."""
+    why = f"; unsure: {unsure}" if unsure else ""
     if len(probabilities) == 1:
         ranked = np.argsort(probabilities[0])[::-1]
         line = f"{ranked[0]} ({probabilities[0][ranked[0]]:.1%})"
         if probabilities[0][ranked[0]] < UNSURE:  # unsure: show what else it might be
             line += ", else " + ", ".join(f"{d} ({probabilities[0][d]:.1%})" for d in ranked[1:3])
-        return line + ("; unsure: the number reader sees no digit here" if unsure else "")
+        return line + why
     labels = [int(np.argmax(p)) for p in probabilities]
-    return "".join(map(str, labels)) + " (" + ", ".join(f"{d} {p[d]:.1%}" for d, p in zip(labels, probabilities)) + ")"
+    each = ", ".join(f"{d} {p[d]:.1%}" for d, p in zip(labels, probabilities))
+    return "".join(map(str, labels)) + f" ({each})" + why
 
 
 def predict_images(model, paths, reader=None):
@@ -119,7 +120,7 @@ def predict_images(model, paths, reader=None):
             continue
         preview, size, pieces = found
         probabilities = [next(answers) if piece.probabilities is None else piece.probabilities for piece in pieces]
-        print(f"{printable(path)}: {reading(probabilities, pieces[0].unsure)}", flush=True)
+        print(f"{printable(path)}: {reading(probabilities, doubt(pieces, probabilities))}", flush=True)
         labels = [int(np.argmax(p)) for p in probabilities]
         results.append(Prediction(str(path), preview, size, [piece.box for piece in pieces],
                                   [piece.digit for piece in pieces], labels,

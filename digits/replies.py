@@ -6,6 +6,7 @@ import numpy as np
 
 from digits.errors import IMAGE_SIZE
 from digits.lines import LINE_HEIGHT, WIDTH_STEP
+from digits.numbers import doubt
 from digits.reader import read_strips
 
 
@@ -18,17 +19,18 @@ class ModelReplies:
         its ten probabilities, the 28x28 image the model saw and its box; a photo's "size" (what its
         boxes refer to). A drawing or photo of one digit also has that digit's "digit",
         "probabilities" and "image" at the top, as the page's replies always had."""
-        digits = []
+        digits, read = [], []
         for piece in found.pieces:
             probabilities = self.predict(piece.digit) if piece.probabilities is None else piece.probabilities
+            read.append(probabilities)
             digits.append({"digit": int(probabilities.argmax()),
                            "probabilities": [round(float(p), 6) for p in probabilities],
                            "image": np.round(piece.digit * 255).astype(int).tolist(),
                            "box": [round(float(v), 1) for v in piece.box]})
-        reply = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits}
+        reply = {"number": "".join(str(d["digit"]) for d in digits), "digits": digits,
+                 "unsure": doubt(found.pieces, read)}  # why it may be wrong (letters, a scribble), or null
         if len(digits) == 1:
             reply.update({key: digits[0][key] for key in ("digit", "probabilities", "image")})
-            reply["unsure"] = found.pieces[0].unsure  # the number reader sees no digit: letters, a scribble
         if found.size is not None:
             reply["size"] = list(found.size)
         return reply

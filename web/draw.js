@@ -264,8 +264,8 @@ function showResult(reply, state = "empty") {
   const p = reply.probabilities;
   prediction.textContent = String(reply.digit);
   prediction.dataset.state = "ready";
-  confidence.textContent = reply.unsure  // the number reader sees no digit: letters, a scribble
-    ? `Unsure: this does not look like a digit (${(100 * p[reply.digit]).toFixed(1)}% for ${reply.digit})`
+  confidence.textContent = reply.unsure  // why it may be wrong: letters, a scribble
+    ? `Unsure: ${reply.unsure} (${(100 * p[reply.digit]).toFixed(1)}% for ${reply.digit})`
     : `${(100 * p[reply.digit]).toFixed(1)}% sure`;
   rows.forEach((row, d) => {
     row.fill.style.width = `${(100 * p[d]).toFixed(1)}%`;
