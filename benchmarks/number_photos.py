@@ -1,6 +1,6 @@
 """How well `--predict` reads whole numbers, and single digits, in photos made from MNIST test digits.
 
-    python benchmarks/number_photos.py --model docs/run/model.keras
+    python benchmarks/number_photos.py            # after a default run: outputs/model.keras
 
 Numbers: --count photos (default 300) of 2 to 6 MNIST test digits each, taken in a fixed shuffled
 order, written side by side with spacing from overlapping to wide (per number, -0.15 to 0.7 of the
@@ -138,8 +138,9 @@ def singles(model, folder, count, reader=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "docs" / "run" / "model.keras",
-                        help="the trained model to measure (default: docs/run/model.keras)")
+    parser.add_argument("--model", type=Path, default=Path("outputs") / "model.keras",
+                        help="the trained model that reads single digits (default: outputs/model.keras, "
+                             "a default run's)")
     parser.add_argument("--reader", type=Path,
                         help="the number reader to measure (default: the shipped models/number_reader.keras)")
     parser.add_argument("--count", type=int, default=300, help="number photos to make and read")
@@ -151,6 +152,9 @@ def main():
     parser.add_argument("--no-numbers", action="store_true", help="measure the single digits only")
     parser.add_argument("--keep", type=Path, help="keep the photos in this folder (default: a temporary one)")
     args = parser.parse_args()
+    if not args.model.is_file():
+        sys.exit(f"no trained model at {args.model}: train one with `python handwritten_digit_classification.py`, "
+                 f"or pass --model PATH")
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.keep or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from scipy import ndimage
 from digits.errors import IMAGE_SIZE, InputError
 from digits.files import open_regular
 
+MAX_DECODED_BYTES = 600_000_000  # an image's decoding at most: a 50-megapixel RGB PNG fits, 16-bit 13,300^2 not
 READ_SIZE = 1024  # longer side kept on reading: plenty for a 20-pixel digit, cheap for a 100-megapixel photo
 PREVIEW_SIZE = 192  # longer side of the copy shown in predictions.png
 WORK_SIZE = 256  # longer side to_mnist_form works at
@@ -50,6 +51,13 @@ def _on_background(image):
 def _decode(image):
     """An opened image as (gray in [0, 1], small RGB preview): reduced, upright, flattened, grayscale."""
     image.draft(None, (READ_SIZE, READ_SIZE))  # JPEG decodes at 1/2 to 1/8 scale: a fraction of the work
+    # Decoded whole, then one full-size conversion (to float, or RGBA): refused before any of it is done.
+    depth = {"I": 4, "F": 4, "1": 1}.get(image.mode, 2 if image.mode.startswith("I;16") else len(image.getbands()))
+    needed = image.width * image.height * (depth + 4)
+    if needed > MAX_DECODED_BYTES:
+        raise InputError(f"too large to read: {image.width:,} x {image.height:,} pixels of {image.mode} need "
+                         f"{needed / 1e9:.1f} GB to decode, more than {MAX_DECODED_BYTES / 1e9:.1f}: "
+                         f"scale it down first")
     image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF, not in the pixels
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         image = _normalised(image)
@@ -86,6 +94,8 @@ def read_image(source, formats=None):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source, formats=formats) as image:
                 return _decode(image)
+    except InputError:
+        raise
     except Image.DecompressionBombError:
         raise InputError(f"declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too large to read "
                          f"safely: scale it down first")

@@ -144,3 +144,21 @@ def test_a_ballpoint_digit_on_a_page_photographed_whole_is_read(trained, tmp_pat
     assert result.returncode == 0, result.stderr  # none blank
     right = sum(predicted[str(path)] == label for path, label in paths.items())
     assert right >= 0.8 * len(paths), result.stdout
+
+
+def test_an_image_too_large_to_decode_is_refused_before_it_is_decoded(tmp_path):
+    """A 16-bit PNG of 13,000 x 13,000 pixels is a few hundred KB, but decoding it and its float copy
+    takes gigabytes: refused from its header, with one line, in every reader of images."""
+    import tracemalloc
+
+    from digits.errors import InputError
+
+    path = tmp_path / "huge-16-bit.png"
+    Image.new("I;16", (13_000, 13_000)).save(path)
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"too large to read: 13,000 x 13,000 pixels .* scale it down first"):
+        read_image(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6, peak
