@@ -44,6 +44,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # spent on what it promises. EMNIST ByClass, among the largest, has 814,255 images in all.
 MAX_IMAGES = 1_000_000
 MAX_ARRAY_BYTES = 4 * 2**30
+MAX_INFLATION = 100  # a .npz array this many times its compressed size is no data set: MNIST's compress 5-20x
 MAX_NPY_HEADER = 10_000  # numpy's own limit for loading a header safely
 IMAGE_FORMS = {(IMAGE_SIZE, IMAGE_SIZE): "", (IMAGE_SIZE, IMAGE_SIZE, 1): "(N, 28, 28, 1) images, channel dropped",
                (IMAGE_SIZE * IMAGE_SIZE,): "rows of 784 pixels, reshaped to 28x28"}
@@ -179,6 +180,9 @@ def read_npz_member(archive, member, key, path):
     if size != data_bytes:
         raise InputError(f"{path}: {key} declares {shape} {dtype}, {size:,} bytes, but holds {data_bytes:,}: "
                          f"the file is damaged, save it again")
+    if key.startswith("x") and size > 2**20 and size > MAX_INFLATION * max(info.compress_size, 1):  # before inflating
+        raise InputError(f"{path}: {key} declares {size:,} bytes in {info.compress_size:,} compressed: no images "
+                         f"compress {MAX_INFLATION} times, so it is not a data set (a zip bomb?): save real data")
     with archive.open(info) as fp:
         return np.lib.format.read_array(fp, allow_pickle=False)  # never unpickle: a .npz can carry code
 

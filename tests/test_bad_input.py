@@ -275,3 +275,21 @@ def test_gzip_bomb_is_refused_with_bounded_memory(tmp_path, out):
     baseline = refused_with_peak_memory(small, out)
     print(f"peak memory: {bomb:.0f} MiB for the 4 GiB bomb, {baseline:.0f} MiB for a 1 MiB excess")
     assert bomb < baseline + 64, (bomb, baseline)
+
+
+def test_npz_images_that_inflate_a_hundredfold_are_refused_before_inflating(tmp_path):
+    """20,000 float32 images of zeros: 63 MB in 61 KB, as no images compress (MNIST's: 5-20 times). Refused
+    from the zip's own sizes, before a byte is inflated; real data compressed the same way still loads."""
+    from digits.data import load_mnist
+    from digits.errors import InputError
+
+    _, y_train, x_test, y_test, _ = bundled_mnist()
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x_train=np.zeros((20_000, 28, 28), np.float32), y_train=np.resize(y_train, 20_000),
+                        x_test=x_test[:10], y_test=y_test[:10])
+    with pytest.raises(InputError, match="compress 100 times, so it is not a data set"):
+        load_mnist(str(bomb))
+    real = tmp_path / "real.npz"
+    np.savez_compressed(real, x_train=bundled_mnist().x_train[:20_000].astype(np.float32) / 255,
+                        y_train=y_train[:20_000], x_test=x_test[:10].astype(np.float32) / 255, y_test=y_test[:10])
+    assert load_mnist(str(real)).x_train.shape == (20_000, 28, 28)
