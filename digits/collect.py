@@ -113,11 +113,11 @@ class Collection:
             return Saved(f"{digit}/{name}", self.counts())
 
 
-def drawing_from_request(payload, budget=None):
+def drawing_from_request(payload, budget=None, reader=None):
     """POST /save's body, {"digit": 0-9, "strokes": ...} or {"digit": 0-9, "image": base64}, as
     (digit, the drawing as rendered in [0, 1], the 28x28 digit the model sees); BadRequest otherwise,
-    and for a drawing or photo of several digits. A photo is decoded within `budget` (a
-    digits.drawing.Budget), as /predict's are."""
+    and for a drawing or photo of several digits (a photo's told by the number `reader`, as
+    /predict's are). A photo is decoded within `budget` (a digits.drawing.Budget)."""
     if not isinstance(payload, dict) or "digit" not in payload or len(payload.keys() & {"strokes", "image"}) != 1:
         raise BadRequest('send a JSON object with "digit" (0-9) and either "strokes" (the drawing) or "image"')
     check_keys(payload, ("digit", "strokes", "image"))
@@ -133,7 +133,7 @@ def drawing_from_request(payload, budget=None):
     seen = to_mnist_form(gray)
     if seen is None:
         raise BadRequest("blank image: no digit found, nothing saved")
-    count = len(group_strokes(strokes) if "strokes" in payload else photo_digits(gray))
+    count = len(group_strokes(strokes) if "strokes" in payload else photo_digits(gray, reader))
     if count > 1:  # a labelled digit is one digit: a number saved under one label would mislabel the rest
         what = "drawing" if "strokes" in payload else "photo"
         raise BadRequest(f"the {what} holds {count} digits, nothing saved: save one digit at a time "

@@ -158,10 +158,10 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                 cost = parsing_cost(body)
                 with self.server.reading.reserve(max(cost - len(body), 0), "reading other requests"):  # parsed
                     payload = parse_json(body)
+                    reader = self.server.read_lines if self.server.reader is not None else None
                     if route == "/save":
-                        reply = self.server.save(*drawing_from_request(payload, self.server.decoding))
+                        reply = self.server.save(*drawing_from_request(payload, self.server.decoding, reader))
                     else:
-                        reader = self.server.read_lines if self.server.reader is not None else None
                         found = digits_from_request(payload, self.server.decoding, reader)
             if route == "/predict":
                 reply = self.server.read(found)

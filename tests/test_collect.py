@@ -1,6 +1,8 @@
 """Collecting your own digits on the drawing page (--draw --collect DIR): a real server over real
 HTTP, the page's Save buttons clicked in a real browser, and --evaluate DIR reading back what was saved."""
+import base64
 import http.client
+import io
 import json
 import os
 import signal
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import browser_page, refusal, run_cli
+from conftest import browser_page, bundled_mnist, refusal, run_cli
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
@@ -203,6 +205,13 @@ def test_a_number_is_not_saved_as_one_digit(collecting):
     before = sorted(p.relative_to(folder) for p in folder.parent.rglob("*"))
     status, reply = request(url, "POST", "/save", {"strokes": number_drawing("42")["strokes"], "digit": 4})
     assert (status, reply) == (400, {"error": "the drawing holds 2 digits, nothing saved: save one digit at a "
+                                              "time (Clear, then draw one)"})
+    x_test = bundled_mnist().x_test  # a photo of a number is told by the number reader, as /predict tells it
+    row = Image.fromarray(255 - np.pad(np.concatenate([x_test[0], x_test[1], x_test[2]], axis=1), 20))
+    photo = io.BytesIO()
+    row.resize((row.width * 4, row.height * 4)).save(photo, "PNG")
+    status, reply = request(url, "POST", "/save", {"image": base64.b64encode(photo.getvalue()).decode(), "digit": 7})
+    assert (status, reply) == (400, {"error": "the photo holds 3 digits, nothing saved: save one digit at a "
                                               "time (Clear, then draw one)"})
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
     with browser_page(viewport={"width": 1040, "height": 760}) as page:
