@@ -32,6 +32,7 @@ from digits.errors import NUM_CLASSES, InputError
 from digits.photos import to_mnist_form
 
 MAX_PER_DIGIT = 10_000  # drawings saved in one digit's folder: a bound on what a page can write
+UMASK = os.umask(os.umask(0o022))  # the process's umask, read once (setting it is the only way to read it)
 SEEN = ".seen"  # the 28x28 images the model saw, beside the drawings, hidden from --evaluate
 
 
@@ -56,6 +57,7 @@ def write_png(pixels, path):
     try:
         with os.fdopen(descriptor, "wb") as file:
             Image.fromarray(pixels, "L").save(file, "PNG")
+        os.chmod(temporary, 0o666 & ~UMASK)  # readable as any file the user saves (mkstemp makes it 0600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -109,7 +111,11 @@ class Collection:
                 if not (folder / name).exists() and not (folder / SEEN / name).exists():
                     break
             write_png(np.round(np.clip(seen, 0, 1) * 255).astype(np.uint8), folder / SEEN / name)
-            write_png(np.round(np.clip(drawing, 0, 1) * 255).astype(np.uint8), folder / name)
+            try:
+                write_png(np.round(np.clip(drawing, 0, 1) * 255).astype(np.uint8), folder / name)
+            except BaseException:  # the drawing is not saved: neither is what the model saw of it
+                (folder / SEEN / name).unlink(missing_ok=True)
+                raise
             return Saved(f"{digit}/{name}", self.counts())
 
 

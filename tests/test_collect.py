@@ -6,12 +6,14 @@ import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import browser_page, bundled_mnist, refusal, run_cli
+from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
@@ -79,6 +81,9 @@ def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(colle
     with Image.open(saved) as drawing, Image.open(seen) as small:
         assert drawing.mode == "L" and drawing.width > 100 and small.size == (28, 28)
         small = np.asarray(small)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert saved.stat().st_mode & 0o777 == seen.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file saved
     # --evaluate reads the drawing back into the very 28x28 image the model saw on the page
     assert np.array_equal(folders.read_digit(saved), small)
     _, predicted = request(url, "POST", "/predict", {"strokes": drawing_of(3)["strokes"]})
@@ -223,3 +228,17 @@ def test_a_number_is_not_saved_as_one_digit(collecting):
         page.locator("#saved.error", has_text="the drawing holds 3 digits, nothing saved").wait_for()
         assert page.locator("#piece-list li").count() == 3  # the drawing stays, to clear or finish
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
+
+
+def test_a_save_that_fails_leaves_no_copy_of_what_the_model_saw(tmp_path):
+    """The drawing cannot be written (a file-size limit, as a full disk would): its 28x28 copy in .seen/,
+    written first, goes too, and the save fails; nothing half-written is left."""
+    script = ("import resource, signal, sys, numpy as np; from digits.collect import Collection; "
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); "
+              "c = Collection(sys.argv[1]); rng = np.random.default_rng(0)\n"
+              "try:\n    c.save(rng.random((200, 200)), np.zeros((28, 28)), 5)\n"
+              "except OSError as e:\n    print('failed', e.errno)")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "mine")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.stdout.startswith("failed"), result.stdout + result.stderr
+    assert [p for p in (tmp_path / "mine").rglob("*") if p.is_file()] == []
