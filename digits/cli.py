@@ -149,6 +149,11 @@ def build_parser():
     return parser
 
 
+# The options only training reads: given with --predict, --draw or --evaluate, they would be ignored.
+TRAINING_ONLY = ["data", "epochs", "batch_size", "seed", "limit_train", "limit_test", "validation_split", "precision",
+                 "augment", "lr_schedule", "learning_rate", "architecture", "filters", "dense_units", "tensorboard"]
+
+
 def parse_args(argv=None):
     """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
     parser = build_parser()
@@ -157,6 +162,10 @@ def parse_args(argv=None):
              if on]
     if len(modes) > 1:
         parser.error(f"{' and '.join(modes)} are different modes: give one of them")
+    given = [dest for dest in TRAINING_ONLY if getattr(args, dest) != parser.get_default(dest)]
+    if modes and given:  # say so, rather than train nothing with them
+        flag = "--" + given[0].replace("_", "-")
+        parser.error(f"{flag} is for training; {modes[0]} uses a trained model and would ignore it: drop {flag}")
     if args.model and not modes:
         parser.error("--model is only used with --predict, --draw or --evaluate; training writes "
                      "OUTPUT_DIR/model.keras")

@@ -30,7 +30,8 @@ def _normalised(image):
     """16-bit, 32-bit and float images as mode F in [0, 1], scaled by their mode's range: convert("L") clips."""
     values = np.asarray(image, dtype=np.float32)
     if image.mode.startswith("I;16") or (image.mode == "I" and values.min() >= 0 and values.max() <= 65535):
-        values = values / 65535  # 16-bit data, whether Pillow calls it I;16 or I
+        # 16-bit data, whether Pillow calls it I;16 or I; a 12-bit sensor's (nothing above 4095) by its range
+        values = values / (4095 if values.max() <= 4095 else 65535)
     elif image.mode == "F" and values.min() >= 0 and values.max() <= 1:
         pass
     else:  # 32-bit integers or floats outside [0, 1] have no agreed white: stretch what is there

@@ -102,3 +102,18 @@ def test_model_without_predict_is_refused(tmp_path):
     result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
     assert result.returncode == 2 and "--model is only used with --predict, --draw or --evaluate" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,flag,mode", [
+    (["--predict", "x.png", "--epochs", "3"], "--epochs", "--predict"),
+    (["--draw", "--seed", "1"], "--seed", "--draw"),
+    (["--evaluate", "mine", "--limit-test", "100"], "--limit-test", "--evaluate"),
+])
+def test_a_training_option_with_another_mode_is_refused_not_ignored(capsys, argv, flag, mode):
+    from digits.cli import parse_args
+
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{flag} is for training; {mode} uses a trained model and would ignore it: drop {flag}" in message

@@ -162,3 +162,14 @@ def test_an_image_too_large_to_decode_is_refused_before_it_is_decoded(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 50e6, peak
+
+
+def test_a_12_bit_image_in_a_16_bit_png_is_read_by_its_range(tmp_path):
+    """A 12-bit sensor's image saved as 16-bit PNG (values 0-4095) is a digit, read as its 8-bit copy is,
+    not a near-black blank."""
+    digit = bundled_mnist().x_test[0]
+    photo = np.kron(255 - digit.astype(np.float64), np.ones((8, 8))) / 255  # dark ink on light paper
+    Image.fromarray(np.round(photo * 4095).astype(np.uint16)).save(tmp_path / "twelve-bit.png")
+    Image.fromarray(np.round(photo * 255).astype(np.uint8)).save(tmp_path / "eight-bit.png")
+    twelve, eight = (to_mnist_form(read_image(tmp_path / name)[0]) for name in ("twelve-bit.png", "eight-bit.png"))
+    assert twelve is not None and np.abs(twelve - eight).mean() < 0.02
