@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from digits.errors import InputError
-from digits.numbers import MAX_PIECES, Piece, TooManyDigits, find_digits, read_line
+from digits.numbers import MAX_PIECES, NO_DIGIT, Piece, TooManyDigits, find_digits, read_line
 from digits.photos import read_image, to_mnist_form
 
 MAX_POINTS = 20_000  # a digit drawn slowly with a fine mouse is a few hundred
@@ -168,7 +168,7 @@ def drawn_digits(strokes, reader=None):
     the strokes' own units, and its image in MNIST's form. With the number `reader` (find_digits'), a
     drawing it reads several digits in is read by it; a drawing of one digit reads exactly as one digit
     always did: its strokes drawn again and put in MNIST's form. BadRequest past MAX_PIECES."""
-    unsure, seen = False, None
+    unsure, seen = None, None
     if reader is not None:
         ink, scale, offset = render_line(strokes)
         try:
@@ -180,7 +180,7 @@ def drawn_digits(strokes, reader=None):
             return [piece._replace(box=(piece.box[0] / scale + offset[0], piece.box[1] / scale + offset[1],
                                         piece.box[2] / scale + offset[0], piece.box[3] / scale + offset[1]))
                     for piece in pieces]
-        unsure, seen = not pieces, pieces[0].probabilities if pieces else None
+        unsure, seen = (None, pieces[0].probabilities) if pieces else (NO_DIGIT, None)
     groups = group_strokes(strokes)
     if reader is not None and len(groups) > 1:  # the reader sees one digit: all the strokes are it
         groups = [strokes]

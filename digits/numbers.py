@@ -19,22 +19,24 @@ from digits.photos import centred, clean_ink, to_mnist_form
 MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not a number
 SEGMENT_SIZE = 512  # longer side the line is found at: 40 pixels a digit for a 12-digit phone number
 STEP = 2  # strip pixels per step of the reader's sequence (digits.reader.STEP)
-NARROW = 0.9  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
+NARROW = 1.25  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
 TWO_STROKES = 4.5  # ink narrower than this many strokes is one digit (a bold digit cropped tight)
 
 
 UNSURE = 0.9  # a digit read less surely than this is unsure
+NO_DIGIT = "the number reader sees no digit here"
 
 
 class Piece(NamedTuple):
     """One digit found in a picture: where it is, the 28x28 image of it in MNIST's form, and the
     number reader's ten probabilities for it (None: one digit alone, for the default network to read;
-    `seen` then holds what the reader made of it, and `unsure` says it saw no digit at all)."""
+    `seen` then holds what the reader made of it, and `unsure` why the reader doubts it is one digit:
+    it saw none, or read several in ink too narrow for them)."""
 
     box: tuple  # (left, top, right, bottom) in the picture's pixels, right and bottom exclusive
     digit: np.ndarray  # 28x28 float32 in [0, 1], MNIST's form
     probabilities: np.ndarray | None = None
-    unsure: bool = False
+    unsure: str | None = None
     seen: np.ndarray | None = None
 
 
@@ -44,8 +46,8 @@ def doubt(pieces, probabilities):
     the number reader sees no digit, reads another digit than the default network, or is unsure."""
     if len(pieces) == 1 and pieces[0].probabilities is None and (pieces[0].unsure or pieces[0].seen is not None):
         seen, label = pieces[0].seen, int(np.argmax(probabilities[0]))
-        if seen is None:
-            return "the number reader sees no digit here"
+        if pieces[0].unsure:
+            return pieces[0].unsure
         if int(np.argmax(seen)) != label or seen.max() < UNSURE:
             return f"the number reader reads it as {int(np.argmax(seen))} ({seen.max():.1%})"
         return None
@@ -110,8 +112,14 @@ def find_digits(gray, reader=None):
     pieces = read_line(ink, reader, (height / ink.shape[0], width / ink.shape[1]))
     if len(pieces) > 1 and not _too_narrow_for_two(ink):
         return pieces
-    return [one._replace(box=pieces[0].box if pieces else one.box, unsure=not pieces,
-                         seen=pieces[0].probabilities if pieces else None)]
+    if not pieces:
+        return [one._replace(unsure=NO_DIGIT)]
+    box = (min(p.box[0] for p in pieces), min(p.box[1] for p in pieces),
+           max(p.box[2] for p in pieces), max(p.box[3] for p in pieces))
+    if len(pieces) > 1:  # ink too narrow for the digits the reader read in it: one digit, said so
+        number = "".join(str(int(np.argmax(p.probabilities))) for p in pieces)
+        return [one._replace(box=box, unsure=f"the number reader reads {number} in ink narrow for one digit")]
+    return [one._replace(box=box, seen=pieces[0].probabilities)]
 
 
 def _too_narrow_for_two(ink):

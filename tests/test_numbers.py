@@ -349,3 +349,20 @@ def test_a_grid_of_dots_costs_one_reading_not_gigabytes(number_reader):
     tracemalloc.stop()
     assert peak < 100e6, peak
     assert isinstance(pieces, str) or len(pieces) <= MAX_PIECES
+
+
+def test_a_reading_says_why_it_is_unsure():
+    """numbers.doubt: the reader saw no digit; it reads another digit than the network, or one below 90%;
+    a number with a digit below 90%; a sure reading has no doubt."""
+    from digits.numbers import NO_DIGIT, Piece, doubt
+
+    blank, tens = np.zeros((28, 28), np.float32), np.eye(10)
+    one = Piece((0, 0, 28, 28), blank)
+    assert doubt([one._replace(unsure=NO_DIGIT)], [tens[2]]) == NO_DIGIT
+    assert doubt([one._replace(seen=tens[3])], [tens[5]]) == "the number reader reads it as 3 (100.0%)"
+    unsure_five = one._replace(seen=0.6 * tens[5] + 0.4 * tens[6])
+    assert doubt([unsure_five], [tens[5]]) == "the number reader reads it as 5 (60.0%)"
+    assert doubt([one._replace(seen=tens[5])], [tens[5]]) is None
+    pieces = [one._replace(probabilities=tens[1]), one._replace(probabilities=0.7 * tens[2] + 0.3 * tens[7])]
+    assert doubt(pieces, [p.probabilities for p in pieces]) == "its least sure digit is read at 70.0%"
+    assert doubt(pieces[:1] * 2, [tens[1], tens[1]]) is None
