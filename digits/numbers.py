@@ -99,19 +99,19 @@ def find_digits(gray, reader=None):
     digit, in to_mnist_form. Returns [] when the picture holds no ink. Raises InputError when the
     reader finds more than MAX_PIECES digits (a page of text, not a number).
     """
+    height, width = gray.shape
+    pieces, ink = [], None
+    if reader is not None and (height, width) != (IMAGE_SIZE, IMAGE_SIZE):  # MNIST's own size holds one digit
+        ink = clean_ink(gray, SEGMENT_SIZE, step=2)
+        pieces = [] if ink is None else read_line(ink, reader, (height / ink.shape[0], width / ink.shape[1]))
+        if len(pieces) > 1 and not _too_narrow_for_two(ink):
+            return pieces
     whole = to_mnist_form(gray)  # exactly what a picture of one digit has always been read as
     if whole is None:
         return []
-    height, width = gray.shape
     one = Piece((0, 0, width, height), whole)
-    if reader is None or (height, width) == (IMAGE_SIZE, IMAGE_SIZE):  # MNIST's own size holds one digit
+    if ink is None:  # no reader, MNIST's own size, or no ink at the size the line is found at
         return [one]
-    ink = clean_ink(gray, SEGMENT_SIZE, step=2)
-    if ink is None:
-        return [one]
-    pieces = read_line(ink, reader, (height / ink.shape[0], width / ink.shape[1]))
-    if len(pieces) > 1 and not _too_narrow_for_two(ink):
-        return pieces
     if not pieces:
         return [one._replace(unsure=NO_DIGIT)]
     box = (min(p.box[0] for p in pieces), min(p.box[1] for p in pieces),
