@@ -1,8 +1,7 @@
 """MNIST readers: the bundled IDX files (SHA-256 checked), any folder of IDX files, a .npz, or Keras'
 download. Every reader returns uint8 (N, 28, 28) images and int32 labels 0-9, or refuses the data
-with a one-line InputError; memory is bounded by what a file's header declares.
-
-No Keras here (Keras' download imports it when asked for).
+with a one-line InputError; memory is bounded by what a file's header declares. No Keras here (Keras'
+download imports it when asked for).
 """
 
 import gzip
@@ -43,8 +42,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Bounds on what a data set of 28x28 digits can be, checked against a file's header before memory is
 # spent on what it promises. EMNIST ByClass, among the largest, has 814,255 images in all.
 MAX_IMAGES = 1_000_000
-MAX_ARRAY_BYTES = 4 * 2**30
-MAX_INFLATION = 100  # a .npz array this many times its compressed size is no data set: MNIST's compress 5-20x
+MAX_ARRAY_BYTES, MAX_INFLATION = 4 * 2**30, 100  # images inflating 100 times are no data set: MNIST's do 5-20
 MAX_NPY_HEADER = 10_000  # numpy's own limit for loading a header safely
 IMAGE_FORMS = {(IMAGE_SIZE, IMAGE_SIZE): "", (IMAGE_SIZE, IMAGE_SIZE, 1): "(N, 28, 28, 1) images, channel dropped",
                (IMAGE_SIZE * IMAGE_SIZE,): "rows of 784 pixels, reshaped to 28x28"}
@@ -180,7 +178,7 @@ def read_npz_member(archive, member, key, path):
     if size != data_bytes:
         raise InputError(f"{path}: {key} declares {shape} {dtype}, {size:,} bytes, but holds {data_bytes:,}: "
                          f"the file is damaged, save it again")
-    if key.startswith("x") and size > 2**20 and size > MAX_INFLATION * max(info.compress_size, 1):  # before inflating
+    if key.startswith("x") and size > max(2**20, MAX_INFLATION * info.compress_size):  # told before inflating
         raise InputError(f"{path}: {key} declares {size:,} bytes in {info.compress_size:,} compressed: no images "
                          f"compress {MAX_INFLATION} times, so it is not a data set (a zip bomb?): save real data")
     with archive.open(info) as fp:

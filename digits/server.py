@@ -223,6 +223,7 @@ class DrawingPageServer(ModelReplies, ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    block_on_close = False  # Ctrl-C stops the page at once: a client's open connection holds nothing up
     request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, model, collection=None, reader=None):
