@@ -18,6 +18,7 @@ from digits.photos import clean_ink
 LINE_HEIGHT = 28  # the strip the reader reads, as MNIST's frame
 LINE_INK = 20  # the line's ink is scaled to this height, as MNIST scales a digit's longer side
 MARGIN = 4  # paper left and right of the ink, in the strip's pixels
+STEP = 2  # strip pixels per step of the number reader's sequence (its pooling halves the columns)
 WIDTH_STEP = 16  # strips are padded to a multiple of this width: few shapes for the network to compile
 MAX_WIDTH = 640  # the widest strip read: ~24 digits; longer lines are squeezed to fit (a page, not a number)
 INK = 0.25  # of full ink: fainter pixels do not count where the line's ink is

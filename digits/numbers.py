@@ -13,16 +13,13 @@ import numpy as np
 from scipy import ndimage
 
 from digits.errors import IMAGE_SIZE, InputError
-from digits.lines import INK, MARGIN, SPECK, line_form
+from digits.lines import INK, MARGIN, SPECK, STEP, line_form
 from digits.photos import centred, clean_ink, to_mnist_form
 
 MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not a number
 SEGMENT_SIZE = 512  # longer side the line is found at: 40 pixels a digit for a 12-digit phone number
-STEP = 2  # strip pixels per step of the reader's sequence (digits.reader.STEP)
 NARROW = 1.25  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
 TWO_STROKES = 4.5  # ink narrower than this many strokes is one digit (a bold digit cropped tight)
-
-
 UNSURE = 0.9  # a digit read less surely than this is unsure
 NO_DIGIT = "the number reader sees no digit here"
 

@@ -19,7 +19,6 @@ from digits.lines import LINE_HEIGHT
 
 READER_FILE = Path(__file__).resolve().parents[1] / "models" / "number_reader.keras"
 BLANK = 0
-STEP = 2  # strip pixels per step of the sequence
 HOW_TO_GET = ("restore it with `git checkout models/number_reader.keras`, "
               "or train one with `python train_number_reader.py`")
 
