@@ -1,5 +1,5 @@
 """Lines of digits: written from MNIST digits (what the number reader learns from and is measured on),
-photographed on paper or a chalkboard, and put in the reader's form. NumPy, SciPy and Pillow: no Keras.
+photographed on paper, a chalkboard or a whiteboard, and put in the reader's form. NumPy, SciPy and Pillow: no Keras.
 
 The reader's form is MNIST's, stretched along the line: light ink on black, the line's ink scaled to
 LINE_INK pixels high in a LINE_HEIGHT-pixel strip, with paper on every side. Training lines and photos
@@ -27,7 +27,7 @@ MAX_DIGITS = 8  # the longest number trained on
 # (low, high, name): the paper between one digit's ink and the next, a share of the digits' height.
 SPACINGS = [(-0.15, -0.05, "overlapping"), (-0.05, 0.05, "touching or nearly"), (0.05, 0.2, "close"),
             (0.2, 0.71, "apart")]
-LOOKS = ("ink", "paper", "chalkboard")  # ink: the line as written, light on black, no photo
+LOOKS = ("ink", "paper", "chalkboard", "whiteboard")  # ink: the line as written, light on black, no photo
 
 
 class Ink(NamedTuple):
@@ -116,9 +116,10 @@ def _stroke_varied(canvas, height, rng):
 
 
 def photo_of(ink, height, kind, rng):
-    """Ink (light on black, in [0, 1]) of digits `height` pixels high as an RGB photo on "paper" or a
-    "chalkboard": uneven light, fibres, grain, a tint and a little blur, as a phone shows a number."""
-    if rng.random() < 0.3:  # a marker: thicker strokes
+    """Ink (light on black, in [0, 1]) of digits `height` pixels high as an RGB photo on "paper", a
+    "chalkboard" or a "whiteboard": uneven light, fibres, grain, a tint and a little blur, as a phone
+    shows a number."""
+    if rng.random() < 0.3 or kind == "whiteboard":  # a marker: thicker strokes
         size = 3 if height < 90 else 5
         ink = np.asarray(Image.fromarray(ink).filter(ImageFilter.MaxFilter(size)))
     rows, cols = ink.shape
@@ -133,11 +134,20 @@ def photo_of(ink, height, kind, rng):
         paper, pen = rng.uniform(0.78, 0.95), rng.uniform(0.08, 0.3)
         gray = light * (paper + 0.03 * fibres - (paper - pen) * ink) + grain
         tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)])
-    else:  # chalk on a board: light, patchy strokes on a dark green-grey
+    elif kind == "chalkboard":  # chalk on a board: light, patchy strokes on a dark green-grey
         board, chalk = rng.uniform(0.12, 0.3), rng.uniform(0.7, 0.92)
         patchy = np.clip(1 - 0.25 * np.abs(fibres), 0.4, 1)
         gray = light * (board + 0.02 * fibres + (chalk - board) * ink * patchy) + grain
         tint = np.array([rng.uniform(0.85, 1.0), 1.0, rng.uniform(0.85, 1.0)])
+    else:  # a coloured marker on a glossy white board, a lamp's glare somewhere on it
+        cy, cx, reach = rng.uniform(0, rows), rng.uniform(0, cols), rng.uniform(0.2, 0.6) * max(rows, cols)
+        glare = rng.uniform(0.1, 0.3) * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * reach**2))
+        marker = np.array([(0.15, 0.2, 0.65), (0.7, 0.12, 0.12), (0.1, 0.45, 0.2), (0.12, 0.12, 0.14)][rng.integers(4)])
+        board = rng.uniform(0.85, 0.97)
+        shade = (light * board + glare)[..., None]
+        rgb = shade * (1 - ink[..., None]) + light[..., None] * marker * ink[..., None] + grain[..., None]
+        return Image.fromarray(np.uint8(255 * np.clip(rgb, 0, 1)), "RGB").filter(
+            ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
     rgb = np.clip(gray[..., None] * tint, 0, 1)
     return Image.fromarray(np.uint8(255 * rgb), "RGB").filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
 

@@ -308,12 +308,20 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
     model = load_reader(reader)
     assert model.input_shape == (None, LINE_HEIGHT, None, 1) and model.output_shape == (None, None, 11)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 30 and set(metrics["test"]) == {"ink", "paper", "chalkboard"}
+    assert metrics["steps"] == 30 and set(metrics["test"]) == {"ink", "paper", "chalkboard", "whiteboard"}
     for figures in metrics["test"].values():
         assert figures["lines"] == 12 and 0 <= figures["read right"] <= 12 and set(figures["by spacing"])
     with Image.open(out / "reader_lines.png") as picture:
         assert picture.format == "PNG"
     assert not list(tmp_path.glob(".partial-*"))
+
+    # --init trains on from a reader's weights: one step at a tiny rate leaves them where they were.
+    again = tmp_path / "again.keras"
+    train_number_reader.main(["--init", str(reader), "--steps", "1", "--lr", "1e-9", "--batch-size", "4",
+                              "--photos", "0", "--limit-train", "200", "--test-lines", "2", "--output", str(again),
+                              "--output-dir", str(tmp_path / "again")])
+    for before, after in zip(model.get_weights(), load_reader(again).get_weights()):
+        np.testing.assert_allclose(after, before, atol=1e-5)
 
 
 def test_a_missing_or_damaged_reader_file_is_one_line_that_says_how_to_get_it(trained, tmp_path):
