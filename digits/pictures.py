@@ -58,14 +58,15 @@ def confusion_figure(confusion, accuracy):
 
 
 def plot_training_curves(history, watched, path):
-    """Loss and accuracy per epoch, training and the watched set ('test' or 'validation')."""
+    """Loss and accuracy per epoch, training and the watched set ('test' or 'validation': the history's
+    `test_loss` or `val_loss`, digits.training.watched_names)."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     label = ("validation (held-out training images)" if watched == "validation"
              else "test (watched only, never used to tune)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], "o-", label="training")
-        ax.plot(epochs, history[f"val_{metric}"], "s--", label=label)
+        ax.plot(epochs, history[f"{'test' if watched == 'test' else 'val'}_{metric}"], "s--", label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.set_xticks(epochs)

@@ -25,7 +25,7 @@ def test_run_prints_accuracy_and_metrics_agree(trained):
     assert accuracy == round(metrics["test_accuracy"], 4) and loss == round(metrics["test_loss"], 4)
     assert "Total params: 179,926" in result.stdout
     assert metrics["epochs_completed"] == 2 and not metrics["interrupted"]
-    assert len(metrics["history"]["loss"]) == len(metrics["history"]["val_accuracy"]) == 2
+    assert len(metrics["history"]["loss"]) == len(metrics["history"]["test_accuracy"]) == 2
     assert metrics["data"] == {"source": metrics["data"]["source"], "train_images": 3000, "validation_images": 0,
                                "test_images": 1000}
     assert metrics["curves_watch"] == "test" and metrics["config"]["parameters"] == 179_926
