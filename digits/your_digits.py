@@ -105,7 +105,7 @@ def report(measured, output_dir):
     print(evaluation.format_report(metrics["per_class"], metrics["most_confused"]))
     if read.skipped:
         print(f"Left out: {len(read.skipped)} image{'s' * (len(read.skipped) != 1)} that could not be read "
-              f"or held no digit (listed above)")
+              f"or held no digit (each named on stderr, with its error)")  # this line is on stdout
     print(f"Images: {len(read.labels):,} of your digits")
     print(f"Test accuracy: {result.accuracy:.4f}")
     try:
