@@ -116,6 +116,24 @@ def browser_page(**options):
             browser.close()
 
 
+@contextlib.contextmanager
+def served(collection=None):
+    """The drawing page's server in this process, over real HTTP, with no model (what needs none: the
+    page's files, /save and /undo): its URL."""
+    import threading
+
+    from digits.server import DrawingPageServer
+
+    server = DrawingPageServer(("127.0.0.1", 0), None, collection)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def browser_or_skip():
     """Debian's chromium for Playwright, or a skip (a failure in CI, which must run the browser tests)."""
     from draw_accuracy import find_chromium

@@ -1,7 +1,6 @@
 """Collecting your own digits on the drawing page (--draw --collect DIR): a real server over real
 HTTP, the page's Save buttons clicked in a real browser, and --evaluate DIR reading back what was saved."""
 import base64
-import contextlib
 import http.client
 import io
 import json
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli
+from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli, served
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
 from digits import folders
 from digits.collect import Collection
-from digits.server import DrawingPageServer
 
 SCREENSHOTS = os.environ.get("COLLECT_SCREENSHOTS")  # a folder: keep the page's screenshots there
 
@@ -252,19 +250,6 @@ def test_a_save_that_fails_leaves_no_copy_of_what_the_model_saw(tmp_path):
                             text=True, timeout=60, check=False)
     assert result.stdout.startswith("failed"), result.stdout + result.stderr
     assert [p for p in (tmp_path / "mine").rglob("*") if p.is_file()] == []
-
-
-@contextlib.contextmanager
-def served(collection):
-    """The drawing page's server in this process, over real HTTP, with no model: /save and /undo need none."""
-    server = DrawingPageServer(("127.0.0.1", 0), None, collection)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_collection_full_in_bytes_refuses_more_and_says_so(tmp_path):
