@@ -13,6 +13,7 @@ from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, rea
 from PIL import Image
 
 from digits import drawing
+from digits.errors import percent
 from digits.numbers import MAX_PIECES
 from digits.photos import to_mnist_form
 from digits.server import WEB_DIR
@@ -112,7 +113,7 @@ def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
         status, reply = predict(url, {"image": base64.b64encode(path.read_bytes()).decode()})
         assert status == 200, reply
         # the same digit with the same confidence, to the printed 0.1%: the same steps reached the model
-        assert f"{path}: {reply['digit']} ({reply['probabilities'][reply['digit']]:.1%})" in result.stdout
+        assert f"{path}: {reply['digit']} ({percent(reply['probabilities'][reply['digit']])})" in result.stdout
 
 
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
