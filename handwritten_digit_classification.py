@@ -79,7 +79,7 @@ def train_and_report(args):
 
     # 3. The network, and the trainer around it: uint8 pixels in, scaled (and augmented) inside the step.
     model = build()
-    model.summary(line_length=100)  # wide enough for the residual network's layer names
+    networks.print_summary(model)  # as wide as the terminal, 100 columns in a log
     trainer = training.make_trainer(model, args.augment, args.seed)
     optimizer = training.make_optimizer(args.lr_schedule, args.learning_rate, args.epochs,
                                         steps_per_epoch(len(x_train), args.batch_size))

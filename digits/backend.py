@@ -35,10 +35,13 @@ def load_keras():
     """Import Keras and let its backend probe the devices with stderr silenced; return keras.
 
     TensorFlow's C++ start-up logs ("oneDNN custom operations are on", "Could not find cuda
-    drivers") would bury the program's own output. Ctrl-C while the backend loads ends the program
-    with one line, not a traceback from inside it.
+    drivers") would bury the program's own output; so would its C++ log lines of level ERROR later
+    (with --seed, two 900-character "E0000 ... use_unbounded_threadpool" lines; "oneDNN supports
+    DT_BOOL only on platforms with AVX-512"), which are no errors of the run: TF_CPP_MIN_LOG_LEVEL 3,
+    unless set already. Python's errors and warnings are not C++ logs: they still show. Ctrl-C while
+    the backend loads ends the program with one line, not a traceback from inside it.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with silenced_stderr():
             import keras

@@ -25,12 +25,27 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message):
         """Print the one line (with the option meant, for a misspelt one) and exit with status 2."""
         if message.startswith("unrecognized arguments:"):
-            options = [name for action in self._actions for name in action.option_strings]
-            meant = [close[0] for word in message.split()[2:] if word.startswith("--")
-                     for close in [difflib.get_close_matches(word.split("=")[0], options, n=1)] if close]
+            options = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
+            meant = [close for word in message.split()[2:] if word.startswith("--")
+                     for close in [option_meant(word.split("=")[0], options)] if close]
             if meant:
                 message += f" (did you mean {' '.join(meant)}?)"
         self.exit(2, printable(f"{self.prog}: error: {message} (see --help)") + "\n")
+
+
+def option_meant(word, options):
+    """The one of `options` ("--learning-rate", ...) a mistyped `word` most likely means, or None:
+    its initials (--lr), a close spelling (--epoch, --learningrate), or the start of one option's name
+    (--batch). Nothing for a word like none of them: a wrong guess misleads more than none."""
+    name = word[2:]
+    for option in options:
+        if "-" in option[2:] and "".join(part[:1] for part in option[2:].split("-")) == name:
+            return option
+    close = difflib.get_close_matches(name, [option[2:] for option in options], n=1, cutoff=0.7)
+    if close:
+        return "--" + close[0]
+    started = [option for option in options if option[2:].startswith(name)]
+    return started[0] if len(started) == 1 else None
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -126,8 +126,8 @@ def find_idx_file(folder, name):
     for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
         if (folder / candidate).exists():  # read_idx says why a folder or a FIFO of this name is not read
             return folder / candidate
-    raise InputError(f"{folder} has no {name}[.gz] (nor {dotted}[.gz]): "
-                     f"a data folder needs all four MNIST IDX files")
+    raise InputError(f"{folder} has no {name}[.gz] (nor {dotted}[.gz]): a data folder holds the four MNIST IDX "
+                     f"files, or train/0/ ... train/9/ and test/0/ ... test/9/ folders of images (or give a .npz)")
 
 
 def load_idx_folder(folder, verify_checksums=False):
@@ -297,10 +297,10 @@ def load_mnist(source="bundled"):
         elif path.exists() and path.suffix.lower() == ".npz":
             arrays = load_npz(path)
         elif path.exists():
-            raise InputError(f"{source} is neither a folder of IDX files nor a .npz file")
+            raise InputError(f"{source} is neither a .npz file nor a folder (of IDX files, or of digit folders)")
         else:
-            raise InputError(f"{source} does not exist: give 'bundled', 'keras', "
-                             f"a folder of MNIST IDX files or a .npz file")
+            raise InputError(f"{source} does not exist: give 'bundled', 'keras', a folder of MNIST IDX files, "
+                             f"a .npz file, or a folder with train/0..9/ and test/0..9/ image folders")
         description = str(path.resolve())
     (x_train, y_train, x_test, y_test), notes = check_arrays(arrays, description)
     return Dataset(x_train, y_train, x_test, y_test, description + (f" ({'; '.join(notes)})" if notes else ""))

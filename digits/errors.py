@@ -29,3 +29,10 @@ def printable(text):
 def one_line(error):
     """A library's error message (numpy's can span lines) fit for the one-line report."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def percent(probability, decimals=1):
+    """A probability as a percentage with `decimals` places, shown as 100% only when it is exactly 1:
+    0.9996 is "99.9%", where rounding said "100.0%", a sure answer that may be wrong."""
+    top = 1 - 10 ** -(decimals + 2)  # the largest shown below 100%: 0.999 for one decimal
+    return f"{min(probability, top) if probability < 1 else probability:.{decimals}%}"

@@ -6,6 +6,9 @@ the printed summary reads the same however many networks the process built befor
 Keras layers, so a saved model.keras loads anywhere without this package.
 """
 
+import os
+import shutil
+
 import keras
 
 from digits.errors import IMAGE_SIZE, NUM_CLASSES
@@ -79,3 +82,19 @@ def build_network(spec=None):
     if spec.architecture == "resnet":
         return build_resnet()
     return build_cnn(spec.filters, spec.dense_units)
+
+
+def print_summary(model, least=72):
+    """model.summary(), as wide as the terminal (at least `least` columns), or 100 columns where the
+    output is no terminal (a log, a pipe). Keras draws its table with rich, which crops it at its
+    console's width: the terminal's, else 80, whatever line_length says."""
+    width = max(shutil.get_terminal_size((100, 24)).columns, least)
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # rich's console width, where it has no terminal to ask
+    try:
+        model.summary(line_length=width)
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved

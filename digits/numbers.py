@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from digits.errors import IMAGE_SIZE, InputError
+from digits.errors import IMAGE_SIZE, InputError, percent
 from digits.lines import INK, MARGIN, SPECK, STEP, line_form
 from digits.photos import centred, clean_ink, to_mnist_form
 
@@ -46,10 +46,10 @@ def doubt(pieces, probabilities):
         if pieces[0].unsure:
             return pieces[0].unsure
         if int(np.argmax(seen)) != label or seen.max() < UNSURE:
-            return f"the number reader reads it as {int(np.argmax(seen))} ({seen.max():.1%})"
+            return f"the number reader reads it as {int(np.argmax(seen))} ({percent(seen.max())})"
         return None
     least = min(float(np.max(p)) for p in probabilities)
-    return f"its least sure digit is read at {least:.1%}" if len(pieces) > 1 and least < UNSURE else None
+    return f"its least sure digit is read at {percent(least)}" if len(pieces) > 1 and least < UNSURE else None
 
 
 def read_line(ink, reader, scale=(1.0, 1.0)):

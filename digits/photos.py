@@ -79,21 +79,24 @@ def _decode(image):
     return gray, np.asarray(preview)
 
 
-def read_image(source, formats=None):
+def read_image(source, formats=None, notes=None):
     """A path or binary file as (gray, preview): gray a 2-D float32 array in [0, 1] at most READ_SIZE
-    pixels on its longer side, preview a small RGB uint8 copy in the image's own colours.
+    pixels on its longer side, preview a small RGB uint8 copy in the image's own colours. Of several
+    frames (a GIF, a TIFF) the first is read: "3 frames, read the first" goes into the list `notes`.
 
     `formats`: the Pillow formats to try (None: all it knows). Raises InputError with a one-line
     reason for anything it cannot read; a path that is not a regular file is never opened.
     """
     if isinstance(source, (str, os.PathLike)):
         with open_regular(source, "an image") as file:
-            return read_image(file, formats)
+            return read_image(file, formats, notes)
     try:
         with warnings.catch_warnings():
             # Pillow warns above ~89 megapixels; a 108-megapixel phone photo is fine, read reduced.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source, formats=formats) as image:
+                if notes is not None and getattr(image, "is_animated", False) and image.format != "MPO":
+                    notes.append(f"{image.n_frames} frames, read the first")  # a phone's MPO: a photo, previews
                 return _decode(image)
     except InputError:
         raise

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from digits.errors import IMAGE_SIZE, NUM_CLASSES, printable
+from digits.errors import IMAGE_SIZE, NUM_CLASSES, percent, printable
 
 
 def save_figure(fig, path):
@@ -58,14 +58,15 @@ def confusion_figure(confusion, accuracy):
 
 
 def plot_training_curves(history, watched, path):
-    """Loss and accuracy per epoch, training and the watched set ('test' or 'validation')."""
+    """Loss and accuracy per epoch, training and the watched set ('test' or 'validation': the history's
+    `test_loss` or `val_loss`, digits.training.watched_names)."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     label = ("validation (held-out training images)" if watched == "validation"
              else "test (watched only, never used to tune)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history[metric], "o-", label="training")
-        ax.plot(epochs, history[f"val_{metric}"], "s--", label=label)
+        ax.plot(epochs, history[f"{'test' if watched == 'test' else 'val'}_{metric}"], "s--", label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.set_xticks(epochs)
@@ -88,7 +89,7 @@ def plot_misclassified(x_test, y_test, evaluation, path, limit=36):
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         ax.imshow(x_test[i], cmap="gray_r")
-        ax.set_title(f"true {y_test[i]}, pred {predicted[i]}\n{probabilities[i, predicted[i]]:.0%} sure",
+        ax.set_title(f"true {y_test[i]}, pred {predicted[i]}\n{percent(probabilities[i, predicted[i]], 0)} sure",
                      fontsize=9, color="#990000")
     total = int((predicted != y_test).sum())
     if total == 0:
@@ -207,7 +208,7 @@ def plot_predictions(results, path, limit=24):
         gap = np.full((IMAGE_SIZE, 2), 0.5, np.float32)  # a grey line between the digits
         strip = np.concatenate([part for digit in result.digits for part in (gap, digit)][1:], axis=1)
         right.imshow(strip, cmap="gray", vmin=0, vmax=1)
-        sees = (f"{result.number}" if several else f"{result.labels[0]} ({result.confidences[0]:.0%})")
+        sees = (f"{result.number}" if several else f"{result.labels[0]} ({percent(result.confidences[0], 0)})")
         right.set_title(f"sees: {sees}", fontsize=8)
     more = f" (the first {limit} of {len(results)})" if len(results) > limit else ""
     fig.suptitle(f"Your images, the digits found in them, and the 28x28 digits the model saw{more}")

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from digits.backend import load_keras
-from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line, printable
+from digits.errors import IMAGE_SIZE, NUM_CLASSES, InputError, one_line, percent, printable
 from digits.numbers import UNSURE, doubt, find_digits
 from digits.photos import read_image
 from digits.reader import read_strips
@@ -67,10 +67,10 @@ class Predictions(NamedTuple):
     failed: int
 
 
-def read_pieces(path, reader=None):
+def read_pieces(path, reader=None, notes=None):
     """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason;
-    `reader`: find_digits' (the number reader)."""
-    gray, preview = read_image(path)
+    `reader`: find_digits' (the number reader); `notes`: read_image's (a GIF's frames, say)."""
+    gray, preview = read_image(path, notes=notes)
     pieces = find_digits(gray, reader)
     if not pieces:
         raise InputError("blank image: no digit found")
@@ -79,30 +79,32 @@ def read_pieces(path, reader=None):
 
 def reading(probabilities, unsure=None):
     """What one image's line says after its name: '7 (99.8%)', with the runners-up when unsure, for
-    one digit; '1024 (1 99.9%, 0 98.1%, 2 100.0%, 4 97.0%)' for several. `unsure`: why the reading
+    one digit; '1024 (1 99.9%, 0 98.1%, 2 99.9%, 4 97.0%)' for several (100% only for a probability of
+    exactly 1: errors.percent). `unsure`: why the reading
     may be wrong (numbers.doubt: letters, a scribble), said after it."""
     why = f"; unsure: {unsure}" if unsure else ""
     if len(probabilities) == 1:
         ranked = np.argsort(probabilities[0])[::-1]
-        line = f"{ranked[0]} ({probabilities[0][ranked[0]]:.1%})"
+        line = f"{ranked[0]} ({percent(probabilities[0][ranked[0]])})"
         if probabilities[0][ranked[0]] < UNSURE:  # unsure: show what else it might be
-            line += ", else " + ", ".join(f"{d} ({probabilities[0][d]:.1%})" for d in ranked[1:3])
+            line += ", else " + ", ".join(f"{d} ({percent(probabilities[0][d])})" for d in ranked[1:3])
         return line + why
     labels = [int(np.argmax(p)) for p in probabilities]
-    each = ", ".join(f"{d} {p[d]:.1%}" for d, p in zip(labels, probabilities))
+    each = ", ".join(f"{d} {percent(p[d])}" for d, p in zip(labels, probabilities))
     return "".join(map(str, labels)) + f" ({each})" + why
 
 
 def predict_images(model, paths, reader=None):
-    """Print one line per image, in the order given, and return Predictions: an unreadable or blank
+    """Print one line per image, in the order given (an image of several frames, read by its first, gets
+    a line that says so before it), and return Predictions: an unreadable or blank
     image, or one holding more than a number, gets its line on stderr, in its place, and the rest
     are still predicted. `reader`: the number reader model, which reads the numbers; the single
     digits are read by `model`, all together, in batches of up to 1,000."""
-    read, failed = [], 0
+    read, failed, notes = [], 0, {}
     line_reader = None if reader is None else functools.partial(read_strips, reader)
     for path in paths:
         try:
-            read.append((path, read_pieces(path, line_reader)))
+            read.append((path, read_pieces(path, line_reader, notes.setdefault(len(read), []))))
         except InputError as e:
             read.append((path, e))
             failed += 1
@@ -113,7 +115,9 @@ def predict_images(model, paths, reader=None):
         digits = np.stack(digits)[..., None]
         answers = iter(model.predict(digits, batch_size=min(len(digits), EVAL_BATCH_SIZE), verbose=0))
     results = []
-    for path, found in read:
+    for n, (path, found) in enumerate(read):
+        for note in notes[n]:  # its own line, before the reading: "x.gif: 3 frames, read the first"
+            print(f"{printable(path)}: {note}", flush=True)
         if isinstance(found, InputError):
             sys.stdout.flush()  # each line where it belongs, on a terminal showing both streams
             print(f"{printable(path)}: error: {found}", file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from digits.collect import drawing_from_request
+from digits.collect import Gone, drawing_from_request, undo_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
 from digits.hosts import ServedNames
 from digits.replies import ModelReplies
@@ -145,12 +145,13 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         """POST /predict: {"strokes": ...} or {"image": base64} -> the number, and each digit's reading.
-        POST /save (with --collect): the same with "digit": 0-9 -> the file saved, the counts."""
+        POST /save (with --collect): the same with "digit": 0-9 -> the file saved, the counts.
+        POST /undo (with --collect): {"saved": name} -> that save removed, the counts."""
         body_read = False
         try:
             self.check_host()
             route = self.path.split("?", 1)[0]
-            if route not in ("/predict", "/save") or (route == "/save" and self.server.collection is None):
+            if route not in ("/predict", "/save", "/undo") or (route != "/predict" and self.server.collection is None):
                 raise BadRequest("not found", status=404)
             length = checked_length(self)
             with self.body(length) as body:
@@ -161,6 +162,8 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                     reader = self.server.read_lines if self.server.reader is not None else None
                     if route == "/save":
                         reply = self.server.save(*drawing_from_request(payload, self.server.decoding, reader))
+                    elif route == "/undo":
+                        reply = self.server.undo(undo_from_request(payload))
                     else:
                         found = digits_from_request(payload, self.server.decoding, reader)
             if route == "/predict":
@@ -273,6 +276,18 @@ class DrawingPageServer(ModelReplies, ThreadingHTTPServer):
         except OSError as e:
             raise BadRequest(f"could not save the drawing ({e.strerror})", status=500)
         return {"saved": saved.name, "digit": digit, "counts": saved.counts}
+
+    def undo(self, name):
+        """Remove the drawing saved as `name` by this server (--collect); the reply to send."""
+        try:
+            counts = self.collection.undo(name)
+        except Gone as e:
+            raise BadRequest(str(e), status=410)
+        except LookupError as e:
+            raise BadRequest(str(e), status=404)
+        except OSError as e:
+            raise BadRequest(f"could not remove the drawing ({e.strerror})", status=500)
+        return {"removed": name, "counts": counts}
 
     def handle_error(self, request, client_address):
         """A request that failed: one warning line, except for a closed tab, which is no news."""

@@ -120,8 +120,9 @@ class GracefulStop(keras.callbacks.Callback):
         self.steps_done = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        """Count the steps; a signal that came before training began stops it now."""
-        self.steps_done = batch + 1
+        """Count the steps (Keras names the last of several steps a call runs as if it had run them
+        all: 479 for the last call of an epoch of 469); a signal that came before training began stops it now."""
+        self.steps_done = min(batch + 1, self.steps_per_epoch)
         if self.first_steps_at is None:
             self.first_steps_at = time.perf_counter()
         if self.interrupted:
@@ -134,18 +135,28 @@ class GracefulStop(keras.callbacks.Callback):
             self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
 
 
+def watched_names(logs, watched):
+    """Keras' `val_` numbers named for the set watched: `test_accuracy` where the test images are
+    watched, `val_accuracy` where held-out ones are."""
+    prefix = "test_" if watched == "test" else "val_"
+    return {prefix + key[4:] if key.startswith("val_") else key: value for key, value in (logs or {}).items()}
+
+
 class WatchedProgress(keras.callbacks.ProgbarLogger):
-    """Keras' progress line, with the watched set's numbers named as the curves name them:
-    `test_accuracy` where the test images are watched, `val_accuracy` where held-out ones are."""
+    """Keras' progress line, with the watched set's numbers named as the curves name them, and its
+    count of steps never past the epoch's (Keras' last call of 16 steps in an epoch of 469 said 480/469)."""
 
     def __init__(self, watched):
         super().__init__()
-        self.prefix = "test_" if watched == "test" else "val_"
+        self.watched = watched
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Move the bar to the step reached, at most the epoch's last."""
+        super().on_train_batch_end(batch if self.target is None else min(batch, self.target - 1), logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        """Print the epoch's line; the logs themselves (and so the history) keep Keras' names."""
-        super().on_epoch_end(epoch, {self.prefix + key[4:] if key.startswith("val_") else key: value
-                                     for key, value in (logs or {}).items()})
+        """Print the epoch's line; the logs themselves keep Keras' names."""
+        super().on_epoch_end(epoch, watched_names(logs, self.watched))
 
 
 class Training(NamedTuple):
@@ -171,8 +182,8 @@ class Training(NamedTuple):
 def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation"):
     """Fit the trainer, watching `watch_data` after every epoch for the curves; nothing is chosen by it.
 
-    `watched` ('validation' or 'test') names the watched images in the printed progress; the
-    history's keys are Keras' own (`val_accuracy`, ...) either way.
+    `watched` ('validation' or 'test') names the watched images in the printed progress and in the
+    history's keys: `test_accuracy` where the test images are watched, `val_accuracy` otherwise.
 
     Ctrl-C or SIGTERM stops it after the step under way (see GracefulStop); the handlers are the
     caller's again afterwards. Batch normalisation's statistics are recomputed for the final weights.
@@ -193,7 +204,8 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
                               callbacks=[record_rate, settle, *callbacks, stop, WatchedProgress(watched)],
                               verbose=1 if sys.stdout.isatty() else 2)  # a bar, or one line an epoch in logs
     settle_batch_norm(network, train_data[0])  # for the weights training ended with, as saved
-    completed = {key: [float(v) for v in values[: stop.epochs_completed]] for key, values in history.history.items()}
+    completed = {key: [float(v) for v in values[: stop.epochs_completed]]
+                 for key, values in watched_names(history.history, watched).items()}
     completed["epoch_seconds"] = stop.epoch_seconds
     partial = stop.steps_done if stop.steps_done < stop.steps_per_epoch else 0  # of an epoch cut short
     return Training(completed, stop.epochs_completed, stop.epochs_completed < epochs, stop.first_steps_at, partial,

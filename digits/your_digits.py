@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from digits import evaluation, folders, outputs
-from digits.errors import InputError, printable
+from digits.errors import InputError, percent, printable
 from digits.photos import read_image
 
 
@@ -77,8 +77,8 @@ def plot_mistakes(read, result, path, limit=24):
         left.imshow(preview)
         left.set_title(short_name(read.paths[i], 20), fontsize=8)
         right.imshow(read.images[i], cmap="gray", vmin=0, vmax=255)
-        right.set_title(f"true {read.labels[i]}, sees {predicted[i]}\n{probabilities[i, predicted[i]]:.0%} sure",
-                        fontsize=8, color="#990000")
+        sure = percent(probabilities[i, predicted[i]], 0)
+        right.set_title(f"true {read.labels[i]}, sees {predicted[i]}\n{sure} sure", fontsize=8, color="#990000")
     total = len(wrong)
     if total == 0:
         title = f"No mistakes on your {len(read.labels):,} digits"
@@ -105,7 +105,7 @@ def report(measured, output_dir):
     print(evaluation.format_report(metrics["per_class"], metrics["most_confused"]))
     if read.skipped:
         print(f"Left out: {len(read.skipped)} image{'s' * (len(read.skipped) != 1)} that could not be read "
-              f"or held no digit (listed above)")
+              f"or held no digit (each named on stderr, with its error)")  # this line is on stdout
     print(f"Images: {len(read.labels):,} of your digits")
     print(f"Test accuracy: {result.accuracy:.4f}")
     try:

@@ -27,6 +27,9 @@ from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist, preprocess  # noqa: 
 # The precision measurements the runs remember go to a folder of this session's own, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="digits-cache-")
 
+# Importing JAX (Keras does, in this process) sets TF_CPP_MIN_LOG_LEVEL=1; a user's shell has only what it was given.
+SHELL_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
 # A slice of the bundled MNIST that trains to >0.9 test accuracy in a few seconds.
 QUICK = ["--limit-train", "3000", "--limit-test", "1000", "--epochs", "2", "--batch-size", "32"]
 
@@ -34,7 +37,9 @@ QUICK = ["--limit-train", "3000", "--limit-test", "1000", "--epochs", "2", "--ba
 def run_cli(*args, script=SCRIPT, timeout=300, env=None):
     """Run the program as a user would, in its own process, with this environment plus `env`:
     on TensorFlow whatever the caller's shell says, unless `env` names another backend."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", **(env or {}), "PYTHONUNBUFFERED": "1"}
+    inherited = {key: value for key, value in os.environ.items()
+                 if key != "TF_CPP_MIN_LOG_LEVEL" or SHELL_LOG_LEVEL is not None}
+    env = {**inherited, "KERAS_BACKEND": "tensorflow", **(env or {}), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, check=False)
 
@@ -109,6 +114,24 @@ def browser_page(**options):
             yield browser.new_page(**options)
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def served(collection=None):
+    """The drawing page's server in this process, over real HTTP, with no model (what needs none: the
+    page's files, /save and /undo): its URL."""
+    import threading
+
+    from digits.server import DrawingPageServer
+
+    server = DrawingPageServer(("127.0.0.1", 0), None, collection)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def browser_or_skip():

@@ -25,7 +25,7 @@ def test_run_prints_accuracy_and_metrics_agree(trained):
     assert accuracy == round(metrics["test_accuracy"], 4) and loss == round(metrics["test_loss"], 4)
     assert "Total params: 179,926" in result.stdout
     assert metrics["epochs_completed"] == 2 and not metrics["interrupted"]
-    assert len(metrics["history"]["loss"]) == len(metrics["history"]["val_accuracy"]) == 2
+    assert len(metrics["history"]["loss"]) == len(metrics["history"]["test_accuracy"]) == 2
     assert metrics["data"] == {"source": metrics["data"]["source"], "train_images": 3000, "validation_images": 0,
                                "test_images": 1000}
     assert metrics["curves_watch"] == "test" and metrics["config"]["parameters"] == 179_926
@@ -117,3 +117,15 @@ def test_a_training_option_with_another_mode_is_refused_not_ignored(capsys, argv
     assert stopped.value.code == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{flag} is for training; {mode} uses a trained model and would ignore it: drop {flag}" in message
+
+
+@pytest.mark.parametrize("argv, meant", [(["--lr", "0.01"], "--learning-rate"), (["--lr=0.01"], "--learning-rate"),
+                                         (["--learningrate", "3"], "--learning-rate"), (["--seeds", "1"], "--seed"),
+                                         (["--colour", "red"], None), (["--rate", "3"], None)])
+def test_an_unknown_option_suggests_the_option_meant_or_none(capsys, argv, meant):
+    """--lr is the initials of --learning-rate, not a misspelt --filters; a word like no option gets no guess."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args(argv)
+    message = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and message.startswith(f"{cli.build_parser().prog}: error: unrecognized arguments: ")
+    assert message.endswith(f" (did you mean {meant}?) (see --help)" if meant else f"{argv[-1]} (see --help)"), message

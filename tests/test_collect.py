@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli
+from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli, served
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
 from digits import folders
+from digits.collect import Collection
 
 SCREENSHOTS = os.environ.get("COLLECT_SCREENSHOTS")  # a folder: keep the page's screenshots there
 
@@ -176,6 +177,13 @@ def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, pla
             saved[name] = digit
             page.locator('#prediction[data-state="empty"]').wait_for()  # cleared for the next digit
         assert page.inner_text('#save-buttons button[data-digit="7"] .count') == str(counts["7"] + 2)
+        last = name  # the last save, undone: its file goes, the count goes back, nothing is left to undo
+        page.click("#undo")
+        page.locator("#saved", has_text=f"Removed {last}.").wait_for(timeout=30_000)
+        assert not (folder / last).exists() and not (folder / "7" / ".seen" / last.split("/")[1]).exists()
+        assert page.inner_text('#save-buttons button[data-digit="7"] .count') == str(counts["7"] + 1)
+        assert page.locator("#undo").is_hidden()
+        del saved[last]
         page.keyboard.press("4")  # nothing drawn: nothing saved, and the page says why
         page.locator("#saved.error", has_text="Draw a digit first").wait_for()
         draw(page, drawing_of(4))
@@ -190,7 +198,7 @@ def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, pla
         assert width <= 390, f"the page is {width} px wide on a 390 px phone"
     assert errors == []
     files = visible_files(folder)
-    assert all(files[name] == digit for name, digit in saved.items()) and len(saved) == 4
+    assert all(files[name] == digit for name, digit in saved.items()) and len(saved) == 3
     # --evaluate reads every saved drawing back under the digit it was saved as, each once
     out, _, _ = trained
     report = tmp_path / "report"
@@ -242,3 +250,47 @@ def test_a_save_that_fails_leaves_no_copy_of_what_the_model_saw(tmp_path):
                             text=True, timeout=60, check=False)
     assert result.stdout.startswith("failed"), result.stdout + result.stderr
     assert [p for p in (tmp_path / "mine").rglob("*") if p.is_file()] == []
+
+
+def test_a_collection_full_in_bytes_refuses_more_and_says_so(tmp_path):
+    """The collection's files, all digits and .seen/ together, are bounded in bytes too: past the bound a
+    save is answered 409 with a message the page shows, and nothing is written."""
+    folder = tmp_path / "mine"
+    with served(Collection(folder, max_bytes=1)) as url:  # one byte: the first save fills it
+        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
+        assert status == 200, reply
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5})
+        assert status == 409 and reply["error"].startswith(f"{folder} already holds ")
+        assert "MiB of drawings, as much as one page saves (0.0 MiB): collect into another folder" in reply["error"]
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
+def test_undo_removes_only_the_file_this_server_saved_while_it_is_still_there(tmp_path):
+    folder = tmp_path / "mine"
+    with served(Collection(folder)) as url:
+        first = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[1]["saved"]
+        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3, 1)["strokes"], "digit": 3})
+        assert status == 200 and reply["counts"]["3"] == 2
+        last = reply["saved"]
+        assert request(url, "POST", "/undo", {"saved": last}) == (
+            200, {"removed": last, "counts": {**{str(d): 0 for d in range(10)}, "3": 1}})
+        assert not (folder / last).exists() and not (folder / "3" / ".seen" / last.split("/")[1]).exists()
+        assert (folder / first).is_file() and (folder / "3" / ".seen" / first.split("/")[1]).is_file()
+        status, reply = request(url, "POST", "/undo", {"saved": last})  # undone once: nothing more to undo
+        assert status == 404 and "is not a drawing this page saved: nothing removed" in reply["error"]
+        (folder / "3" / "mine.png").write_bytes(b"the user's own file")  # not the server's to remove
+        for name in ["3/mine.png", "../mine/3/mine.png", first.replace("/", "/../3/")]:
+            status, reply = request(url, "POST", "/undo", {"saved": name})
+            assert status == 404, reply
+        assert (folder / "3" / "mine.png").read_bytes() == b"the user's own file"
+        (folder / first).unlink()  # replaced by another file of that name: not the drawing saved
+        (folder / first).write_bytes(b"another file")
+        status, reply = request(url, "POST", "/undo", {"saved": first})
+        assert (status, reply) == (410, {"error": f"{first} is no longer there as it was saved: nothing removed"})
+        assert (folder / first).read_bytes() == b"another file"
+        for payload in [{"saved": 3}, {"saved": first, "digit": 3}, {}, [first]]:
+            status, reply = request(url, "POST", "/undo", payload)
+            assert status == 400 and reply["error"], reply
+    with served(None) as url:  # without --collect: nothing to undo
+        assert request(url, "POST", "/undo", {"saved": first})[0] == 404

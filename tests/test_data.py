@@ -238,3 +238,25 @@ def test_npy_header_length_is_checked_before_numpy_reads_it(tmp_path):
             archive.writestr(name + ".npy", content)
     with pytest.raises(errors.InputError, match=r"x_train has a .npy header of 3,221,225,472 bytes"):
         data.load_mnist(str(path))
+
+
+def test_a_folder_of_no_data_names_every_form_data_takes(tmp_path, capsys):
+    """An empty folder (or one with a train/ folder only) is told the three forms a --data folder or file
+    takes, not only the IDX files; through the real command line, in one line."""
+    import handwritten_digit_classification as program
+
+    forms = ("a data folder holds the four MNIST IDX files, or train/0/ ... train/9/ and test/0/ ... test/9/ "
+             "folders of images (or give a .npz)")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "half" / "train" / "3").mkdir(parents=True)
+    for folder in ("empty", "half"):
+        with pytest.raises(errors.InputError) as refused:
+            program.main(["--data", str(tmp_path / folder), "--output-dir", str(tmp_path / "out")])
+        assert str(refused.value) == (f"--data: {tmp_path / folder} has no train-images-idx3-ubyte[.gz] "
+                                      f"(nor train-images.idx3-ubyte[.gz]): {forms}")
+    with pytest.raises(errors.InputError, match=r"does not exist: .*\.npz file, or a folder with train/0\.\.9/ and "
+                                                r"test/0\.\.9/ image folders$"):
+        data.load_mnist(str(tmp_path / "nowhere"))
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(errors.InputError, match=r"is neither a \.npz file nor a folder \(of IDX files, or of digit "):
+        data.load_mnist(str(tmp_path / "x.txt"))

@@ -8,11 +8,12 @@ import socket
 
 import numpy as np
 import pytest
-from conftest import browser_or_skip, browser_page, bundled_mnist, phone_photo, refusal, run_cli
+from conftest import browser_or_skip, browser_page, bundled_mnist, phone_photo, refusal, run_cli, served
 from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 from PIL import Image
 
 from digits import drawing
+from digits.errors import percent
 from digits.numbers import MAX_PIECES
 from digits.photos import to_mnist_form
 from digits.server import WEB_DIR
@@ -112,7 +113,7 @@ def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
         status, reply = predict(url, {"image": base64.b64encode(path.read_bytes()).decode()})
         assert status == 200, reply
         # the same digit with the same confidence, to the printed 0.1%: the same steps reached the model
-        assert f"{path}: {reply['digit']} ({reply['probabilities'][reply['digit']]:.1%})" in result.stdout
+        assert f"{path}: {reply['digit']} ({percent(reply['probabilities'][reply['digit']])})" in result.stdout
 
 
 def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
@@ -379,3 +380,17 @@ def test_numbers_drawn_with_the_mouse_in_a_browser_are_read(server):
         assert page.locator("#bars li").count() == 10 and page.inner_text("#confidence").endswith("% sure")
     assert right >= NUMBERS_RIGHT, wrong
     assert errors == []  # no script errors, nothing the page's policy refused
+
+
+def test_the_page_never_shows_100_percent_for_less_than_1():
+    """A reading of 0.9996 is shown as 99.9%, not the 100.0% rounding gives; 100% only for exactly 1."""
+    sure = [0.0004 / 9] * 10
+    sure[7] = 0.9996
+    reply = {"digit": 7, "number": "7", "probabilities": sure, "image": [[0] * 28] * 28}
+    with served() as url, browser_page() as page:
+        page.goto(url)
+        page.evaluate("reply => showResult(reply, 'ready')", reply)
+        assert page.inner_text("#confidence") == "99.9% sure"
+        assert "99.9%" in page.inner_text("#bars") and "100" not in page.inner_text("#bars")
+        assert page.evaluate("[0.99949, 0.9995, 1, 0.5, 0].map(percent)") == ["99.9%", "99.9%", "100.0%", "50.0%",
+                                                                               "0.0%"]

@@ -82,7 +82,8 @@ def test_blank_and_broken_images_are_listed_counted_and_left_out(evaluated):
     assert sorted(errors) == sorted([f"{root / '3' / 'blank.png'}: error: blank image: no digit found",
                                      f"{root / '5' / 'broken.jpg'}: error: not an image this program can read "
                                      f"(UnidentifiedImageError)"]), result.stderr
-    assert "Left out: 2 images" in result.stdout
+    assert ("Left out: 2 images that could not be read or held no digit (each named on stderr, with its error)"
+            in result.stdout.splitlines())  # not "listed above": the list is on stderr, this line on stdout
     metrics = json.loads((report / "metrics.json").read_text())
     assert sorted(s["path"] for s in metrics["skipped"]) == [str(root / "3" / "blank.png"),
                                                              str(root / "5" / "broken.jpg")]

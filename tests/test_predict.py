@@ -391,3 +391,42 @@ def test_more_than_a_thousand_images_are_all_read_in_order(trained, tmp_path):
     assert np.mean([read[str(path)] == y_test[i] for i, path in enumerate(paths)]) > 0.9
     with Image.open(tmp_path / "pred" / "predictions.png") as picture:
         assert picture.size[1] < 4000  # the picture shows the first few, not a thousand
+
+
+def test_a_probability_short_of_1_is_never_shown_as_100_percent():
+    """0.9996 rounds to 100.0%: a wrong answer said to be "100% sure". Shown as 99.9% at most, 100% only for 1."""
+    from digits.errors import percent
+    from digits.predict import reading
+
+    sure = np.full(10, 0.0004 / 9, dtype=np.float32)
+    sure[7] = 0.9996
+    assert reading([sure]) == "7 (99.9%)"
+    assert reading([sure, sure]) == "77 (7 99.9%, 7 99.9%)"
+    assert [percent(p) for p in (0.99949, 0.9995, 0.99999994, 1.0, 0.5, 0.0)] == [
+        "99.9%", "99.9%", "99.9%", "100.0%", "50.0%", "0.0%"]
+    assert [percent(p, 0) for p in (0.996, 1.0)] == ["99%", "100%"]  # the pictures' titles
+
+
+def test_an_image_of_several_frames_says_that_its_first_is_read(trained, tmp_path):
+    """A GIF or TIFF of several frames is read by its first frame, and the line before its reading says so."""
+    out, _, _ = trained
+    _, _, x_test, y_test, _ = bundled_mnist()
+    model = keras.models.load_model(out / "model.keras")
+    right = np.flatnonzero(model.predict(data.preprocess(x_test[:40]), verbose=0).argmax(axis=1) == y_test[:40])
+    first, second, third = (Image.fromarray(np.uint8(255 - 230 * digit_array(x_test, int(i)))) for i in right[:3])
+    assert len({int(y_test[i]) for i in right[:3]}) == 3, "three different digits, one a frame"
+    first.save(tmp_path / "moving.gif", save_all=True, append_images=[second, third], duration=100)
+    first.save(tmp_path / "pages.tif", save_all=True, append_images=[third])
+    first.save(tmp_path / "still.png")
+    with Image.open(tmp_path / "moving.gif") as gif, Image.open(tmp_path / "pages.tif") as tif:
+        assert (gif.n_frames, tif.n_frames) == (3, 2)
+    paths = [tmp_path / name for name in ("moving.gif", "pages.tif", "still.png")]
+    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index(f"{paths[0]}: 3 frames, read the first")
+    assert lines[at + 1].startswith(f"{paths[0]}: {y_test[right[0]]} (")
+    assert lines[at + 2] == f"{paths[1]}: 2 frames, read the first"
+    assert lines[at + 3].startswith(f"{paths[1]}: {y_test[right[0]]} (")
+    assert lines[at + 4].startswith(f"{paths[2]}: {y_test[right[0]]} (") and "frames" not in result.stdout[
+        result.stdout.index(str(paths[2])):]

@@ -71,7 +71,7 @@ def test_a_short_resnet_run_saves_a_model_that_reads_what_it_learned(resnet_run)
     assert np.count_nonzero(predicted) >= 8, predicted  # not every digit read as one class
     assert metrics["test_accuracy"] > 0.4, metrics["test_accuracy"]  # 0.13 (all "1") before
     # The curves watched the test images with the statistics the saved model has.
-    assert metrics["history"]["val_accuracy"][-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert metrics["history"]["test_accuracy"][-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
 def test_the_printed_summary_names_each_layer_for_its_place(trained, resnet_run):
@@ -82,16 +82,33 @@ def test_the_printed_summary_names_each_layer_for_its_place(trained, resnet_run)
     assert not [name for name in names if re.search(r"_\d+$", name) and not name.startswith("stage")], names
 
 
+def test_the_printed_summary_is_whole_in_a_log(trained):
+    """Printed to a pipe, the summary is 100 columns wide, its Param # column there (rich cut it at 80)."""
+    table = [line for line in trained[1].stdout.splitlines() if line[:1] in "┏┃┡│├└"]
+    assert "Param #" in table[1] and table[0].endswith("┓") and table[-1].endswith("┘"), "\n".join(table)
+    assert {len(line) for line in table} == {100}
+
+
+def test_a_seeded_run_prints_no_log_lines_of_tensorflow(trained):
+    """--seed turns on TensorFlow's deterministic ops, which logged two 900-character "E0000 ...
+    use_unbounded_threadpool" lines on stderr: C++ log lines of any level are silenced."""
+    _, result, metrics = trained
+    assert metrics["config"]["seed"] == 0 and metrics["config"]["backend"] == "tensorflow"
+    assert not re.findall(r"^[IWEF]\d{4} .*$", result.stderr, re.MULTILINE), result.stderr
+
+
 def test_the_console_names_the_watched_set_as_the_curves_do(trained, non_default_run):
     _, result, metrics = trained
     epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "test_accuracy:" in epoch_line and "test_loss:" in epoch_line and "val_" not in epoch_line
     assert metrics["curves_watch"] == "test"
+    assert set(metrics["history"]) == {"loss", "accuracy", "test_loss", "test_accuracy", "learning_rate",
+                                       "epoch_seconds"}  # metrics.json names them as the console does
 
     _, result, metrics = non_default_run
     epoch_line = next(line for line in result.stdout.splitlines() if "- loss:" in line)
     assert "val_accuracy:" in epoch_line and "test_" not in epoch_line
-    assert metrics["curves_watch"] == "validation"
+    assert metrics["curves_watch"] == "validation" and "val_accuracy" in metrics["history"]
 
 
 def test_a_network_trained_in_bfloat16_is_saved_in_float32(non_default_run):

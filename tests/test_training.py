@@ -175,3 +175,20 @@ def test_training_batches_cover_every_image_once_an_epoch_in_a_new_order():
     assert not np.array_equal(*(np.concatenate([y for _, y in epoch]) for epoch in epochs))
     watched = backend.batches(images, labels, 1000, shuffle=False)
     assert [np.asarray(y).tolist() for _, y in watched.x] == [list(range(1000))]  # in order, for the curves
+
+
+def test_the_progress_never_counts_past_the_epochs_steps(capsys):
+    """Keras runs 16 steps a call and names the call's last step as if all 16 ran: an epoch of 35 steps
+    ended at "48/35" where Keras gathers the batches itself (machines of more than 4 cores). The bar
+    and the count of steps trained stop at the epoch's own."""
+    x_train, y_train, _, _, _ = bundled_mnist()
+    network = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    trainer = training.make_trainer(network)
+    training.compile_trainer(trainer, keras.optimizers.Adam())
+    stop, progress = training.GracefulStop(35), training.WatchedProgress("test")
+    trainer.fit(x_train[: 35 * 32, ..., None], y_train[: 35 * 32], batch_size=32, epochs=1, verbose=1,
+                callbacks=[stop, progress])  # arrays, as Keras takes them
+    assert progress.seen == 35, progress.seen  # the step the bar was last moved to (on a terminal, drawn)
+    assert stop.steps_done == 35 and stop.epochs_completed == 1
+    out = capsys.readouterr().out
+    assert "35/35" in out and "48/35" not in out, out

@@ -1,14 +1,22 @@
 // Collecting labelled digits (--draw --collect DIR): "Save as 0 ... 9" buttons under the reading.
 // Shown only when the server says it collects (GET collection). It reads draw.js's drawing (`strokes`,
 // `photo`) and calls its clearAll() after a save, so that the next digit starts on a clean page.
+// Undo removes the file the last save wrote (POST undo with the name the server gave it), only that one.
 "use strict";
 
 (() => {
   const box = document.getElementById("collect");
   const buttonRow = document.getElementById("save-buttons");
   const savedLine = document.getElementById("saved");
+  const undoButton = document.getElementById("undo");
   const buttons = [];
   let saving = false;
+  let lastSaved = null; // the name the server gave this page's last save, until it is undone
+
+  function canUndo(name) {
+    lastSaved = name;
+    undoButton.hidden = name === null;
+  }
 
   function say(text, isError = false) {
     savedLine.textContent = text;
@@ -44,9 +52,34 @@
         clearAll();
         const total = Object.values(reply.counts).reduce((a, b) => a + b, 0);
         say(`Saved as ${digit} (${reply.saved}). ${total} saved in all.`);
+        canUndo(reply.saved);
       } else {
         say(reply.error || `The server answered ${response.status}.`, true);
       }
+    } catch (error) {
+      say("No answer from the server: is it still running?", true);
+    } finally {
+      saving = false;
+    }
+  }
+
+  async function undo() {
+    if (saving || lastSaved === null) return;
+    saving = true;
+    try {
+      const response = await fetch("undo", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ saved: lastSaved }),
+      });
+      const reply = await response.json();
+      if (response.ok) {
+        showCounts(reply.counts);
+        say(`Removed ${reply.removed}.`);
+      } else {
+        say(reply.error || `The server answered ${response.status}.`, true);
+      }
+      canUndo(null); // removed, or no longer there to remove: either way nothing is left to undo
     } catch (error) {
       say("No answer from the server: is it still running?", true);
     } finally {
@@ -73,6 +106,7 @@
       buttons.push(button);
     }
     showCounts(reply.counts);
+    undoButton.addEventListener("click", undo);
     box.hidden = false;
     // A new drawing or photo: the last save's message and highlight belong to the one before.
     for (const type of ["pointerdown", "drop"]) {

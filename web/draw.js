@@ -202,7 +202,8 @@ function paint(canvasElement, image) {
   context.putImageData(pixels, 0, 0);
 }
 
-const percent = (p) => `${(100 * p).toFixed(1)}%`;
+// A probability as shown: 100.0% only when it is exactly 1 (0.9996 is 99.9%, not the 100.0% rounding gives).
+const percent = (p) => `${(100 * (p < 1 ? Math.min(p, 0.999) : p)).toFixed(1)}%`;
 
 // Several digits: one compact card each, the 28x28 image the model saw, the digit and its ten probabilities.
 function showPieces(digits) {
@@ -265,11 +266,11 @@ function showResult(reply, state = "empty") {
   prediction.textContent = String(reply.digit);
   prediction.dataset.state = "ready";
   confidence.textContent = reply.unsure  // why it may be wrong: letters, a scribble
-    ? `Unsure: ${reply.unsure} (${(100 * p[reply.digit]).toFixed(1)}% for ${reply.digit})`
-    : `${(100 * p[reply.digit]).toFixed(1)}% sure`;
+    ? `Unsure: ${reply.unsure} (${percent(p[reply.digit])} for ${reply.digit})`
+    : `${percent(p[reply.digit])} sure`;
   rows.forEach((row, d) => {
     row.fill.style.width = `${(100 * p[d]).toFixed(1)}%`;
-    row.value.textContent = `${(100 * p[d]).toFixed(1)}%`;
+    row.value.textContent = percent(p[d]);
     row.li.classList.toggle("top", d === reply.digit);
   });
   paint(seen, reply.image);
