@@ -1,13 +1,16 @@
 // Collecting labelled digits (--draw --collect DIR): "Save as 0 ... 9" buttons under the reading.
 // Shown only when the server says it collects (GET collection). It reads draw.js's drawing (`strokes`,
-// `photo`) and calls its clearAll() after a save, so that the next digit starts on a clean page.
+// `photo`) and calls its clearAll() after a save, so that the next digit starts on a clean page. Under
+// the buttons, how many more of each digit --adapt needs (the server's adapt_minimum), or that it has enough.
 "use strict";
 
 (() => {
   const box = document.getElementById("collect");
   const buttonRow = document.getElementById("save-buttons");
   const savedLine = document.getElementById("saved");
+  const adaptNote = document.getElementById("adapt-note");
   const buttons = [];
+  let adaptMinimum = 0;
   let saving = false;
 
   function say(text, isError = false) {
@@ -22,6 +25,14 @@
       button.setAttribute("aria-label", `Save as ${d} (${n} saved)`);
       button.classList.toggle("just-saved", d === justSaved);
     });
+    if (!adaptMinimum) return;
+    const short = buttons.map((_, d) => [d, adaptMinimum - (counts[String(d)] || 0)]).filter(([, n]) => n > 0);
+    adaptNote.classList.toggle("enough", short.length === 0);
+    adaptNote.textContent = short.length === 0
+      ? `Enough of every digit to adapt the model to your handwriting: stop the page, then run --adapt on this ` +
+        `folder (more of each makes the measure surer).`
+      : `To adapt the model to your handwriting (--adapt), save at least ${adaptMinimum} of each digit: ` +
+        short.map(([d, n]) => `${n} more ${d}${n === 1 ? "" : "s"}`).join(", ") + ".";
   }
 
   async function save(digit) {
@@ -72,6 +83,7 @@
       buttonRow.append(button);
       buttons.push(button);
     }
+    adaptMinimum = reply.adapt_minimum || 0;
     showCounts(reply.counts);
     box.hidden = false;
     // A new drawing or photo: the last save's message and highlight belong to the one before.
