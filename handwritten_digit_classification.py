@@ -14,6 +14,7 @@ network, choose the precision, train, evaluate, save the reports. The parts live
 job a module. Keras loads only after the command line has been read, so --help answers at once.
 """
 
+import errno
 import functools
 import os
 import shlex
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from digits import data, outputs
+from digits import adapt, data, outputs
 from digits.backend import load_keras
 from digits.cli import option_named, parse_args
 from digits.errors import InputError, printable
@@ -31,9 +32,10 @@ STARTED = time.perf_counter()  # start-up is timed from here, once Python and Nu
 
 
 def main(argv=None):
-    """Read the command line, then train (the default), predict images, serve the drawing page, or
-    evaluate a model on your own labelled digits."""
+    """Read the command line, then train (the default) or what a mode asks: --predict, --draw, --evaluate, --adapt."""
     args = parse_args(argv)
+    if args.adapt:
+        return adapt.run(args, load_model)
     if args.predict:
         return predict(args)
     if args.draw:
@@ -251,8 +253,6 @@ def evaluate_yours(args):
 
 def draw(args):
     """--draw: serve the drawing page until Ctrl-C; with --collect, save the drawings the user labels."""
-    import errno
-
     from digits.server import DrawingPageServer
 
     collection = None
@@ -278,7 +278,7 @@ def draw(args):
         try:  # from the moment the address is printed, Ctrl-C stops the page cleanly
             if collection is not None:
                 print(printable(f"Saving the drawings you label to {args.collect}/<digit>/ "
-                                f"(then: --evaluate {args.collect})"), flush=True)
+                                f"(then: --adapt {args.collect}, or --evaluate {args.collect})"), flush=True)
             print(f"Drawing page: {server.names.url()} (press Ctrl-C to stop)", flush=True)
             server.serve_forever()
         except KeyboardInterrupt:

@@ -143,7 +143,8 @@ def build_parser():
                         help="read the number in each image with a trained model instead of training: its digits, "
                              "left to right, one or several (up to 20: crop a page to the number)")
     parser.add_argument("--model", type=Path, default=None,
-                        help="the trained model --predict, --draw and --evaluate use (default: OUTPUT_DIR/model.keras)")
+                        help="the trained model --predict, --draw, --evaluate and --adapt use (default: "
+                             "OUTPUT_DIR/model.keras)")
     parser.add_argument("--reader", type=Path, default=None, metavar="PATH",
                         help="the number reader --predict and --draw read numbers with (default: "
                              "models/number_reader.keras, shipped; train another with train_number_reader.py)")
@@ -160,11 +161,18 @@ def build_parser():
                              "accuracy and writes confusion_matrix.png, misclassified.png and metrics.json")
     parser.add_argument("--collect", type=Path, default=None, metavar="DIR",
                         help="with --draw: show 'Save as' buttons that save each drawing to DIR/<digit>/, "
-                             "for --evaluate DIR")
+                             "for --evaluate DIR and --adapt DIR")
+    parser.add_argument("--adapt", type=Path, default=None, metavar="DIR",
+                        help="fine-tune the trained model on your own labelled digits (DIR/0/ ... DIR/9/, as "
+                             "--evaluate reads them, at least 5 of each) mixed with MNIST's, instead of training: "
+                             "a quarter of each digit is held out to measure before and after; writes "
+                             "OUTPUT_DIR/adapt-DIRNAME/model.keras (a new file), before_after.png and metrics.json; "
+                             "--seed makes it repeatable")
     return parser
 
 
-# The options only training reads: given with --predict, --draw or --evaluate, they would be ignored.
+# The options only training reads: given with --predict, --draw or --evaluate, they would be ignored
+# (--adapt reads --seed too).
 TRAINING_ONLY = ["data", "epochs", "batch_size", "seed", "limit_train", "limit_test", "validation_split", "precision",
                  "augment", "lr_schedule", "learning_rate", "architecture", "filters", "dense_units", "tensorboard"]
 
@@ -173,16 +181,17 @@ def parse_args(argv=None):
     """The checked options: anything that cannot work is refused here, in one line, exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    modes = [name for name, on in (("--predict", args.predict), ("--draw", args.draw), ("--evaluate", args.evaluate))
-             if on]
+    modes = [name for name, on in (("--predict", args.predict), ("--draw", args.draw), ("--evaluate", args.evaluate),
+                                   ("--adapt", args.adapt)) if on]
     if len(modes) > 1:
         parser.error(f"{' and '.join(modes)} are different modes: give one of them")
-    given = [dest for dest in TRAINING_ONLY if getattr(args, dest) != parser.get_default(dest)]
+    given = [dest for dest in TRAINING_ONLY if getattr(args, dest) != parser.get_default(dest)
+             and not (dest == "seed" and modes == ["--adapt"])]
     if modes and given:  # say so, rather than train nothing with them
         flag = "--" + given[0].replace("_", "-")
         parser.error(f"{flag} is for training; {modes[0]} uses a trained model and would ignore it: drop {flag}")
     if args.model and not modes:
-        parser.error("--model is only used with --predict, --draw or --evaluate; training writes "
+        parser.error("--model is only used with --predict, --draw, --evaluate or --adapt; training writes "
                      "OUTPUT_DIR/model.keras")
     if args.reader and not (args.predict or args.draw):
         parser.error("--reader is only used with --predict or --draw, which read numbers with it")

@@ -31,8 +31,9 @@ def plot_confusion_matrix(confusion, accuracy, path):
     save_figure(confusion_figure(confusion, accuracy), path)
 
 
-def confusion_figure(confusion, accuracy):
-    """The confusion matrix's figure; its colour bar is a share of the true digit's images, in per cent."""
+def confusion_figure(confusion, accuracy, ax=None, title=None):
+    """The confusion matrix's figure (drawn on `ax`, where given; `title` in place of the usual one);
+    its colour bar is a share of the true digit's images, in per cent."""
     import seaborn as sns
     from matplotlib.ticker import PercentFormatter  # SciPy's statistics come with it: loaded only for this picture
 
@@ -40,7 +41,7 @@ def confusion_figure(confusion, accuracy):
     error_share = 100 * confusion / np.maximum(support, 1)
     diagonal = np.eye(NUM_CLASSES, dtype=bool)
     labels = np.where(confusion > 0, confusion.astype(str), "")
-    fig, ax = plt.subplots(figsize=(9, 7.5))
+    fig, ax = plt.subplots(figsize=(9, 7.5)) if ax is None else (ax.figure, ax)
     sns.heatmap(error_share, mask=diagonal, annot=labels, fmt="", cmap="Reds", vmin=0,
                 vmax=max(error_share[~diagonal].max(), 0.5), linewidths=0.5, linecolor="#dddddd",
                 cbar_kws={"label": "share of the true digit's images predicted as this digit"}, ax=ax)
@@ -48,13 +49,34 @@ def confusion_figure(confusion, accuracy):
                 annot_kws={"color": "#274e13", "weight": "bold"}, linewidths=0.5, linecolor="#dddddd", ax=ax)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    ax.set_title(f"Confusion matrix: test accuracy {accuracy:.2%} on {int(confusion.sum()):,} images\n"
-                 f"green diagonal = correct; red = mistakes, darker = a larger share of that digit",
+    ax.set_title(title or f"Confusion matrix: test accuracy {accuracy:.2%} on {int(confusion.sum()):,} images\n"
+                          f"green diagonal = correct; red = mistakes, darker = a larger share of that digit",
                  fontsize=11)
     ax.tick_params(axis="y", rotation=0)
     colour_bar = ax.collections[0].colorbar
     colour_bar.ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))  # 0.5%, not a 0.5 read as half
     return fig
+
+
+def plot_before_after(before, after, mnist_before, mnist_after, path):
+    """--adapt's picture: your held-out digits' accuracy per digit before and after (bars), and the
+    confusion matrices before and after side by side, with MNIST's test accuracy before and after."""
+    fig, axes = plt.subplots(1, 3, figsize=(22, 6.5), layout="constrained", width_ratios=[1, 1.15, 1.15])
+    per_digit = [np.diag(e.confusion) / np.maximum(e.confusion.sum(axis=1), 1) for e in (before, after)]
+    digits = np.arange(NUM_CLASSES)
+    for offset, share, colour, name in ((-0.2, per_digit[0], "#bbbbbb", "before"),
+                                        (0.2, per_digit[1], "#3d78d8", "after")):
+        axes[0].bar(digits + offset, 100 * share, width=0.4, color=colour, label=name)
+    axes[0].set(xticks=digits, ylim=(0, 105), xlabel="Digit", ylabel="Held-out images read right (%)")
+    axes[0].legend(loc="lower right")
+    axes[0].set_title(f"Your held-out digits: {before.accuracy:.1%} -> {after.accuracy:.1%}\n"
+                      f"MNIST test: {mnist_before:.2%} -> {mnist_after:.2%}", fontsize=11)
+    held = int(before.confusion.sum())
+    for ax, evaluation, when in ((axes[1], before, "Before"), (axes[2], after, "After")):
+        confusion_figure(evaluation.confusion, evaluation.accuracy, ax, f"{when}: {evaluation.accuracy:.1%} of your "
+                         f"{held} held-out digits\ngreen diagonal = correct; red = mistakes")
+    fig.suptitle("Adapted to your handwriting: measured on your digits it never trained on", fontsize=13)
+    save_figure(fig, path)
 
 
 def plot_training_curves(history, watched, path):

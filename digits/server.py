@@ -21,6 +21,7 @@ from digits.collect import Gone, drawing_from_request, undo_from_request
 from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
 from digits.hosts import ServedNames
 from digits.replies import ModelReplies
+from digits.settings import ADAPT_MINIMUM
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 WEB_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -134,7 +135,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] == "/collection":  # answered either way: a 404 is an error in the console
             collection = self.server.collection
             return self.send_json(200, {"collecting": False} if collection is None else
-                                  {"collecting": True, "counts": collection.counts()})
+                                  {"collecting": True, "counts": collection.counts(), "adapt_minimum": ADAPT_MINIMUM})
         path = self.server.files.get(self.path.split("?", 1)[0])
         if path is None:
             return self.send_json(404, {"error": "not found"})

@@ -16,6 +16,7 @@ LR_SCHEDULES = ("cosine", "constant")
 LEARNING_RATES = {"cosine": 3e-3, "constant": 1e-3}  # the cosine's peak; Adam's default, as in the original
 PRECISIONS = ("auto", "float32", "bfloat16")
 EVAL_BATCH_SIZE = 1000  # inference needs no small batches: large ones keep the cores busy
+ADAPT_MINIMUM = 5  # --adapt: your images of each digit, at least: a quarter (at least one) is held out to measure
 
 
 def max_conv_blocks(size=IMAGE_SIZE):

@@ -100,7 +100,8 @@ def test_help_shows_every_option_with_its_default():
 
 def test_model_without_predict_is_refused(tmp_path):
     result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
-    assert result.returncode == 2 and "--model is only used with --predict, --draw or --evaluate" in result.stderr
+    assert result.returncode == 2
+    assert "--model is only used with --predict, --draw, --evaluate or --adapt" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 

@@ -72,7 +72,8 @@ def plain(server):
 def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(collecting):
     url, folder, process = collecting
     assert any(f"Saving the drawings you label to {folder}/<digit>/" in line for line in process.output)
-    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": {str(d): 0 for d in range(10)}})
+    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": {str(d): 0 for d in range(10)},
+                                                    "adapt_minimum": 5})
     status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
     assert status == 200, reply
     assert reply["digit"] == 3 and reply["counts"]["3"] == 1 and sum(reply["counts"].values()) == 1
@@ -89,7 +90,8 @@ def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(colle
     assert np.array_equal(folders.read_digit(saved), small)
     _, predicted = request(url, "POST", "/predict", {"strokes": drawing_of(3)["strokes"]})
     assert np.array_equal(np.array(predicted["image"]), small)
-    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": reply["counts"]})
+    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": reply["counts"],
+                                                        "adapt_minimum": 5})
 
 
 def test_names_never_collide_and_no_half_written_file_is_left(collecting):

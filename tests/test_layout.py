@@ -12,7 +12,7 @@ from conftest import ROOT, SCRIPT, refusal, run_cli
 PACKAGE = ROOT / "digits"
 KERAS_FREE = ["errors", "files", "settings", "signals", "cli", "data", "outputs", "photos", "drawing", "hosts",
               "replies", "server", "backend", "folders", "collect", "your_digits",
-              "evaluation", "predict", "numbers", "lines", "reader"]
+              "evaluation", "predict", "numbers", "lines", "reader", "adapt"]
 # A keras (and tensorflow) that cannot be imported: put first on the path of a child process.
 BLOCKER = 'raise ImportError("{} is blocked: this module must not need it")\n'
 

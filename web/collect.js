@@ -2,6 +2,7 @@
 // Shown only when the server says it collects (GET collection). It reads draw.js's drawing (`strokes`,
 // `photo`) and calls its clearAll() after a save, so that the next digit starts on a clean page.
 // Undo removes the file the last save wrote (POST undo with the name the server gave it), only that one.
+// Under the buttons, how many more of each digit --adapt needs (the server's adapt_minimum), or that it has enough.
 "use strict";
 
 (() => {
@@ -9,7 +10,9 @@
   const buttonRow = document.getElementById("save-buttons");
   const savedLine = document.getElementById("saved");
   const undoButton = document.getElementById("undo");
+  const adaptNote = document.getElementById("adapt-note");
   const buttons = [];
+  let adaptMinimum = 0;
   let saving = false;
   let lastSaved = null; // the name the server gave this page's last save, until it is undone
 
@@ -30,6 +33,14 @@
       button.setAttribute("aria-label", `Save as ${d} (${n} saved)`);
       button.classList.toggle("just-saved", d === justSaved);
     });
+    if (!adaptMinimum) return;
+    const short = buttons.map((_, d) => [d, adaptMinimum - (counts[String(d)] || 0)]).filter(([, n]) => n > 0);
+    adaptNote.classList.toggle("enough", short.length === 0);
+    adaptNote.textContent = short.length === 0
+      ? `Enough of every digit to adapt the model to your handwriting: stop the page, then run --adapt on this ` +
+        `folder (more of each makes the measure surer).`
+      : `To adapt the model to your handwriting (--adapt), save at least ${adaptMinimum} of each digit: ` +
+        short.map(([d, n]) => `${n} more ${d}${n === 1 ? "" : "s"}`).join(", ") + ".";
   }
 
   async function save(digit) {
@@ -105,6 +116,7 @@
       buttonRow.append(button);
       buttons.push(button);
     }
+    adaptMinimum = reply.adapt_minimum || 0;
     showCounts(reply.counts);
     undoButton.addEventListener("click", undo);
     box.hidden = false;
