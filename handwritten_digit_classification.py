@@ -72,8 +72,7 @@ def train_and_report(args):
     chosen = precision.choose_precision(args.precision, build, *batch, network=f"{args.network}, batch {len(batch[0])}")
     measured = ""
     if chosen.timings:
-        measured = (f" ({'remembered: ' * chosen.remembered}measured {1000 * chosen.timings['float32']:.1f} ms a step "
-                    f"in float32, {1000 * chosen.timings['bfloat16']:.1f} in bfloat16"
+        measured = (f" ({'remembered: ' * chosen.remembered}measured {precision.describe(chosen.timings)}"
                     + (f"; delete {precision.cache_path()} to measure again)" if chosen.remembered else ")"))
     print(f"Backend: {keras.backend.backend()}, device: {chosen.device}, precision: {chosen.name}{measured}")
     if args.seed is not None:  # after the timing above, so that it does not shift the random numbers

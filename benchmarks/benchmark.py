@@ -8,6 +8,7 @@
     python benchmarks/benchmark.py --seeds 2 --only-also --also= \
         --also-program /tmp/before/handwritten_digit_classification.py
     python benchmarks/benchmark.py --pytorch --epochs 2 --limit-train 10000  # and the plain PyTorch loop
+    python benchmarks/benchmark.py --seeds 3 --as-avx2   # an AVX2-only CPU, approximated on an AVX-512 one
 
 Each configuration runs --seeds times, alternating, every run a fresh process with its own random
 initialisation, so that slow and fast moments of the machine fall on both. End-to-end seconds are
@@ -42,13 +43,20 @@ def version(package):
         return None
 
 
+# The instruction sets that decide the speed here: AVX2 and AVX-512 for float32; AVX512-BF16 and AMX
+# for bfloat16; with any of the last four, TensorFlow turns its oneDNN kernels on by itself.
+INSTRUCTION_SETS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+
+
 def machine():
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    sets = " ".join(name for name in INSTRUCTION_SETS if name in flags) or "not listed"
     packages = ", ".join(f"{name} {version(name)}" for name in ("keras", "tensorflow", "jax", "torch") if version(name))
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
+    return f"{cpu} ({sets}), {os.cpu_count()} cores, Python {platform.python_version()}, {packages}"
 
 
 def run_once(command, env, extra, output_dir):
@@ -90,6 +98,10 @@ def main():
     parser.add_argument("--only-also", action="store_true",
                         help="run only the --also-program, --also and --also-backend configurations; "
                              "compare with the first")
+    parser.add_argument("--as-avx2", action="store_true",
+                        help="approximate an AVX2-only CPU on one with AVX-512: oneDNN capped at AVX2 "
+                             "(ONEDNN_MAX_CPU_ISA=AVX2) for every run, and the original steps on the kernels "
+                             "TensorFlow picks itself on such a CPU (TF_ENABLE_ONEDNN_OPTS=0)")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     epochs = 1 if args.quick else args.epochs
@@ -98,7 +110,8 @@ def main():
     data_flags = [*(["--limit-train", str(args.limit_train)] if args.limit_train else []),
                   *(["--limit-test", str(args.limit_test)] if args.limit_test else [])]
     data_flags += ["--epochs", str(epochs)]
-    configs = [] if args.only_also else [(*SEED_STYLE, {}), (*DEFAULT, {})]
+    configs = [] if args.only_also else [(*SEED_STYLE, {"TF_ENABLE_ONEDNN_OPTS": "0"} if args.as_avx2 else {}),
+                                         (*DEFAULT, {})]
     configs += [(f"program at {script.resolve().parent}", [str(script.resolve())], {}) for script in args.also_program]
     configs += [(f"program {flags}" if flags.strip() else "program (this checkout)", DEFAULT[1] + flags.split(), {})
                 for flags in args.also]
@@ -106,6 +119,8 @@ def main():
                 for backend in args.also_backend]
     configs += [(*PYTORCH, {})] if args.pytorch else []
     images = min(args.limit_train or 60000, 60000)
+    if args.as_avx2:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
 
     results = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +134,8 @@ def main():
     base_name = configs[0][0]
     base = results[base_name]
     base_wall, base_accuracy = np.mean([r["wall"] for r in base]), np.mean([r["accuracy"] for r in base])
-    lines = [(f"Machine: {machine()}. {args.seeds} runs of each, alternating; "
+    lines = [(f"Machine: {machine()}{'; as AVX2-only (--as-avx2)' if args.as_avx2 else ''}. "
+              f"{args.seeds} runs of each, alternating; "
               f"{'quick mode: ' if args.quick else ''}"
               f"{f'{images:,} training images' if args.limit_train else 'full MNIST'}, {epochs} "
               f"epoch{'s' if epochs > 1 else ''}."), "",

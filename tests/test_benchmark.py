@@ -2,6 +2,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -27,5 +28,7 @@ def test_quick_benchmark_prints_a_complete_table(tmp_path):
         assert 0.5 < float(accuracy.split(" ± ")[0]) <= 1  # 2,000 images, 1 epoch: well above chance
         assert int(memory.replace(",", "")) > 100 and speedup.endswith("x")
     assert "quick mode" in result.stdout and "Machine: " in result.stdout
+    if "avx2" in Path("/proc/cpuinfo").read_text():  # the instruction sets that decide the speed are named
+        assert re.search(r"^Machine: .*\(avx2[a-z0-9_ ]*\)", result.stdout, re.MULTILINE)
     assert re.search(r"^Each epoch's seconds, program default: \d+\.\d$", result.stdout, re.MULTILINE)
     assert (tmp_path / "table.md").read_text().startswith("Command: `python benchmarks/benchmark.py --quick")

@@ -4,6 +4,7 @@ publishes (and which it removes), how it stops on a signal, and the model it sav
 import importlib.util
 import json
 import os
+import platform
 import queue
 import re
 import signal
@@ -285,6 +286,20 @@ def test_a_sigterm_swallowed_after_training_still_stops_the_run(tmp_path):
     assert status == 130 and "nothing new was saved" in output, output
     assert listing(out) == sorted(OUTPUTS)
     assert all(path.read_text() == text for path, text in previous.items())
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's switch is x86's")
+def test_tensorflow_runs_on_onednn_on_every_x86_cpu_unless_the_user_says_otherwise():
+    """TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX512-VNNI, AVX512-BF16 or
+    AMX; the program asks for them on every x86 CPU (AVX2 laptops), and TF_ENABLE_ONEDNN_OPTS=0 still wins."""
+    probe = ("from digits.backend import load_keras; load_keras(); "
+             "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())")
+    for setting, enabled in ((None, "True"), ("0", "False")):
+        env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+        env.update({"KERAS_BACKEND": "tensorflow", **({"TF_ENABLE_ONEDNN_OPTS": setting} if setting else {})})
+        result = subprocess.run([sys.executable, "-c", probe], cwd=SCRIPT.parent, env=env, capture_output=True,
+                                text=True, timeout=300, check=False)
+        assert result.returncode == 0 and result.stdout.split() == [enabled], (setting, result.stdout, result.stderr)
 
 
 @pytest.mark.skipif(not all(map(importlib.util.find_spec, ["jax", "tensorflow", "tensorboard"])),

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from conftest import bundled_mnist, run_cli
 
 from digits import evaluation, networks, precision, settings, training
+
+CPU_FLAGS = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
 
 
 def test_auto_precision_keeps_the_faster_of_two_measured():
@@ -79,6 +82,32 @@ def test_precision_cache_that_cannot_be_written_is_only_not_remembered(tmp_path)
     assert precision.recall(tmp_path / "precision.json", "key") == timings
     assert precision.recall(tmp_path / "precision.json", "another machine") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "precision.json"]  # no temporary file left
+
+
+@pytest.mark.skipif("avx512_bf16" not in CPU_FLAGS, reason="needs a CPU whose oneDNN runs bfloat16, capped below it")
+def test_auto_precision_leaves_out_a_precision_the_kernels_cannot_run(tmp_path):
+    """oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA) cannot run the bfloat16 steps TensorFlow gives it here:
+    the run measures float32 alone, says so, and trains; the next run remembers it."""
+    result = run_cli("--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--batch-size", "32",
+                     "--output-dir", tmp_path / "out", env={"XDG_CACHE_HOME": tmp_path / "cache",
+                                                           "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert result.returncode == 0, result.stderr
+    line = backend_line(result.stdout)
+    assert "precision: float32 (measured " in line and "bfloat16 cannot run here" in line, line
+    again = run_cli("--limit-train", "256", "--limit-test", "100", "--epochs", "1", "--batch-size", "32",
+                    "--output-dir", tmp_path / "again", env={"XDG_CACHE_HOME": tmp_path / "cache",
+                                                            "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    line = backend_line(again.stdout)  # the next run on this machine remembers float32's timing alone
+    assert "precision: float32 (remembered: measured " in line and "bfloat16 cannot run here" in line, line
+
+
+def test_the_precision_remembered_is_for_the_kernels_chosen_too(monkeypatch):
+    """The same CPU with oneDNN capped at AVX2, or turned off, times differently: another entry."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    plain = precision.machine_key("CPU", "network")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = precision.machine_key("CPU", "network")
+    assert capped != plain and "ONEDNN_MAX_CPU_ISA=AVX2" in capped
 
 
 def test_bfloat16_trains(non_default_run):
