@@ -10,13 +10,15 @@ default network as a single digit always was: to_mnist_form of the whole picture
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from digits.errors import IMAGE_SIZE, InputError, percent
-from digits.lines import INK, MARGIN, STEP, line_form
+from digits.lines import INK, MARGIN, SPECK, STEP, line_form
 from digits.photos import centred, clean_ink, to_mnist_form
 
 MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not a number
 SEGMENT_SIZE = 512  # longer side the line is found at: 40 pixels a digit for a 12-digit phone number
+NARROW = 1.25  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
 TWO_STROKES = 4.5  # ink narrower than this many strokes is one digit (a bold digit cropped tight)
 UNSURE = 0.9  # a digit read less surely than this is unsure
 NO_DIGIT = "the number reader sees no digit here"
@@ -119,12 +121,18 @@ def find_digits(gray, reader=None):
 
 def _too_narrow_for_two(ink):
     """Whether the ink is too narrow to be two digits: narrower than TWO_STROKES of its strokes (a bold
-    digit cropped tight, which the reader may read as two: two digits side by side are wider)."""
+    digit cropped tight, which the reader may read as two: two digits side by side are wider), or one
+    mark no wider than NARROW of its height."""
     mask = ink > INK
-    cols = np.flatnonzero(mask.any(axis=0))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     runs = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     stroke = float(np.median(np.nonzero(runs == -1)[1] - np.nonzero(runs == 1)[1]))
-    return cols[-1] - cols[0] + 1 < TWO_STROKES * stroke
+    width, height = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
+    if width < TWO_STROKES * stroke:
+        return True
+    labels, count = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
+    return (sizes >= SPECK * sizes.max()).sum() == 1 and width <= NARROW * height
 
 
 class TooManyDigits(InputError):

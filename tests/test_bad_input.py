@@ -62,7 +62,7 @@ def test_names_in_error_lines_are_escaped(tmp_path, out):
 def test_folder_missing_a_file(tmp_path, out):
     make_idx_folder(tmp_path / "d")
     (tmp_path / "d" / "t10k-labels-idx1-ubyte").unlink()
-    refuse_data(tmp_path / "d", out, "t10k-labels-idx1-ubyte", "all four")
+    refuse_data(tmp_path / "d", out, "t10k-labels-idx1-ubyte", "the four MNIST IDX files", "train/0/")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])

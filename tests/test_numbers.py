@@ -375,22 +375,3 @@ def test_a_reading_says_why_it_is_unsure():
     assert doubt(pieces, [p.probabilities for p in pieces]) == "its least sure digit is read at 70.0%"
     assert doubt(pieces[:1] * 2, [tens[1], tens[1]]) is None
 
-
-def test_two_digits_that_touch_in_one_narrow_mark_are_read_as_two(number_reader):
-    """Two MNIST test digits written touching, one mark hardly wider than tall (a 2 and a 1, as the
-    photo benchmark writes them): read as the two digits, not as the one the ink might be."""
-    from scipy import ndimage
-
-    from digits.lines import INK, number_ink, photo_of
-    from digits.photos import clean_ink
-
-    x_test, y_test = bundled_mnist()[2:4]
-    two, one = (int(np.flatnonzero(y_test == d)[0]) for d in (2, 1))
-    ink = number_ink(x_test[[two, one]], np.random.default_rng(3), height=90, spacing=-0.1)
-    photo = photo_of(ink.canvas, ink.height, "paper", np.random.default_rng(4))
-    gray = np.asarray(photo.convert("L"), np.float32) / 255
-    mask = clean_ink(gray, 512, step=2) > INK
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    assert ndimage.label(mask)[1] == 1 and cols.size <= 1.25 * rows.size  # one mark, narrow for two digits
-    pieces = find_digits(gray, number_reader)
-    assert "".join(str(int(np.argmax(p.probabilities))) for p in pieces) == "21"
