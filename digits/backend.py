@@ -45,8 +45,8 @@ def load_keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if platform.machine().lower() in ("x86_64", "amd64"):
         # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX512-VNNI, AVX512-BF16
-        # or AMX; on the rest (AVX2 laptops, AMD Zen 3) it trains on its older Eigen kernels, about
-        # twice as slow for this network (docs/speed.md). Asked for, oneDNN runs on any x86 CPU.
+        # or AMX; on the rest (AVX2 laptops, AMD Zen 3) it trains on its older Eigen kernels, an
+        # epoch 1.37 times as long for this network (docs/speed.md). Asked for, oneDNN runs on any x86 CPU.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         with silenced_stderr():
