@@ -134,11 +134,13 @@ def photo_of(ink, height, kind, rng):
         paper, pen = rng.uniform(0.78, 0.95), rng.uniform(0.08, 0.3)
         gray = light * (paper + 0.03 * fibres - (paper - pen) * ink) + grain
         tint = np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)])
+        rgb = gray[..., None] * tint
     elif kind == "chalkboard":  # chalk on a board: light, patchy strokes on a dark green-grey
         board, chalk = rng.uniform(0.12, 0.3), rng.uniform(0.7, 0.92)
         patchy = np.clip(1 - 0.25 * np.abs(fibres), 0.4, 1)
         gray = light * (board + 0.02 * fibres + (chalk - board) * ink * patchy) + grain
         tint = np.array([rng.uniform(0.85, 1.0), 1.0, rng.uniform(0.85, 1.0)])
+        rgb = gray[..., None] * tint
     else:  # a coloured marker on a glossy white board, a lamp's glare somewhere on it
         cy, cx, reach = rng.uniform(0, rows), rng.uniform(0, cols), rng.uniform(0.2, 0.6) * max(rows, cols)
         glare = rng.uniform(0.1, 0.3) * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * reach**2))
@@ -146,9 +148,7 @@ def photo_of(ink, height, kind, rng):
         board = rng.uniform(0.85, 0.97)
         shade = (light * board + glare)[..., None]
         rgb = shade * (1 - ink[..., None]) + light[..., None] * marker * ink[..., None] + grain[..., None]
-        return Image.fromarray(np.uint8(255 * np.clip(rgb, 0, 1)), "RGB").filter(
-            ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
-    rgb = np.clip(gray[..., None] * tint, 0, 1)
+    rgb = np.clip(rgb, 0, 1)
     return Image.fromarray(np.uint8(255 * rgb), "RGB").filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
 
 
