@@ -100,23 +100,24 @@ def predict_images(model, paths, reader=None):
     image, or one holding more than a number, gets its line on stderr, in its place, and the rest
     are still predicted. `reader`: the number reader model, which reads the numbers; the single
     digits are read by `model`, all together, in batches of up to 1,000."""
-    read, failed, notes = [], 0, {}
+    read, failed = [], 0  # (path, its pieces or its error, the notes on reading it)
     line_reader = None if reader is None else functools.partial(read_strips, reader)
     for path in paths:
+        notes = []
         try:
-            read.append((path, read_pieces(path, line_reader, notes.setdefault(len(read), []))))
+            found = read_pieces(path, line_reader, notes)
         except InputError as e:
-            read.append((path, e))
-            failed += 1
-    digits = [piece.digit for _, found in read if not isinstance(found, InputError) for piece in found[2]
+            found, failed = e, failed + 1
+        read.append((path, found, notes))
+    digits = [piece.digit for _, found, _ in read if not isinstance(found, InputError) for piece in found[2]
               if piece.probabilities is None]
     answers = iter([])
     if digits:
         digits = np.stack(digits)[..., None]
         answers = iter(model.predict(digits, batch_size=min(len(digits), EVAL_BATCH_SIZE), verbose=0))
     results = []
-    for n, (path, found) in enumerate(read):
-        for note in notes[n]:  # its own line, before the reading: "x.gif: 3 frames, read the first"
+    for path, found, notes in read:
+        for note in notes:  # its own line, before the reading: "x.gif: 3 frames, read the first"
             print(f"{printable(path)}: {note}", flush=True)
         if isinstance(found, InputError):
             sys.stdout.flush()  # each line where it belongs, on a terminal showing both streams
