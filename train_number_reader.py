@@ -1,6 +1,6 @@
 """Train the number reader: the small network that reads a whole line of digits in a photo or drawing.
 
-    python train_number_reader.py                        # ~90 min on 2 CPU cores: models/number_reader.keras
+    python train_number_reader.py                        # over an hour on 2 CPU cores: models/number_reader.keras
     python train_number_reader.py --steps 300 --output /tmp/reader.keras   # a quick try
     python train_number_reader.py --init models/number_reader.keras --steps 18000 --lr 5e-4  # train on
 
