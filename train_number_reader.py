@@ -3,6 +3,7 @@
     python train_number_reader.py                        # over an hour on 2 CPU cores: models/number_reader.keras
     python train_number_reader.py --steps 300 --output /tmp/reader.keras   # a quick try
     python train_number_reader.py --init models/number_reader.keras --steps 18000 --lr 5e-4  # train on
+    python train_number_reader.py --init models/number_reader.keras --steps 0 --output-dir /tmp/m  # measure it
 
 The default run's network reads one digit; this one reads a number (digits.reader). It learns from
 lines written on the fly from MNIST *training* digits: 1 to 8 digits, spacing from crossing strokes
@@ -10,7 +11,9 @@ through touching to well apart, varied height, baseline, slant, width and stroke
 photos on paper and on a chalkboard. It is measured on lines of MNIST *test* digits only, as ink, in
 each photo look it trained on, and on a whiteboard, a look it never trained on. It prints and writes
 its figures like a run: metrics.json and reader_lines.png (lines read right and wrong) in
---output-dir. --init trains on from a reader's weights instead of random ones. The trained reader
+--output-dir, with the same reading of ink lines of the training digits beside them. --init trains on
+from a reader's weights instead of random ones (--filters and --units wider than its grow it first,
+so that it starts reading exactly as it did); with --steps 0 it measures that reader. The trained reader
 ships in the repository, so --predict and the drawing page read numbers without this step.
 
 Story of a run: read the command line, load MNIST, write the photo lines, build, train, evaluate, save.
@@ -20,7 +23,7 @@ import argparse
 import functools
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import numpy as np
 
 from digits.backend import load_keras, seed_everything
 from digits.data import load_mnist
-from digits.lines import LOOKS, MAX_DIGITS, SPACINGS, batch_of, lines
+from digits.lines import LINE_HEIGHT, LOOKS, MAX_DIGITS, SPACINGS, batch_of, lines
 from digits.reader import READER_FILE, build_reader, ctc_loss, load_reader, read_strips
 
 PHOTO_SHARE = 0.4  # of training lines: photos (the rest is ink as written)
@@ -38,13 +41,18 @@ PHOTO_LOOKS = ("paper", "chalkboard")  # the looks trained on; the other photo l
 def parse_args(argv=None):
     """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=44000, help="training steps (default 44000)")
+    parser.add_argument("--steps", type=int, default=44000,
+                        help="training steps (default 44000); 0 with --init: measure that reader, train nothing")
     parser.add_argument("--batch-size", type=int, default=64, help="lines a step (default 64)")
     parser.add_argument("--lr", type=float, default=2e-3,
                         help="Adam's first learning rate, decayed along a cosine (default 2e-3)")
     parser.add_argument("--photos", type=int, default=12000, help="photo lines written before training, half "
                         "on paper, half on a chalkboard, each seen many times (default 12000, ~5 min)")
-    parser.add_argument("--init", type=Path, help="start from this reader's weights (train on) instead of at random")
+    parser.add_argument("--init", type=Path, help="start from this reader's weights (train on) instead of at random; "
+                        "a narrower reader's are grown into this one, which then reads exactly as it did")
+    parser.add_argument("--filters", type=int, nargs=3, default=(32, 64, 96), metavar="N",
+                        help="the trunk's three convolutions' filters (default 32 64 96)")
+    parser.add_argument("--units", type=int, default=128, help="each step's features (default 128)")
     parser.add_argument("--limit-train", type=int, help="train on the first N MNIST training digits only")
     parser.add_argument("--test-lines", type=int, default=2000, help="test lines of each look (default 2000)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
@@ -53,7 +61,10 @@ def parse_args(argv=None):
     parser.add_argument("--output", type=Path, default=READER_FILE, help=f"the reader file (default {READER_FILE})")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs") / "reader",
                         help="its figures: metrics.json, reader_lines.png (default outputs/reader)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 0 or (args.steps == 0 and args.init is None):
+        parser.error("--steps: at least 1, or 0 with --init READER to measure that reader")
+    return args
 
 
 class Lines:
@@ -107,13 +118,23 @@ def evaluate(model, test_lines):
         by_length = {n: [r for r, line in zip(right, made) if len(line.number) == n] for n in range(1, MAX_DIGITS + 1)}
         by_band = {name: [r for r, line in zip(right, made) if low <= line.spacing < high]
                    for low, high, name in [(-0.3, -0.15, "crossing"), *SPACINGS[:-1], (0.2, 0.81, "apart")]}
+        misses = Counter(miss(line.number, reading.number) for line, reading in zip(made, readings)
+                         if reading.number != line.number)
         figures[look] = {
             "lines": len(made), "read right": int(sum(right)), "accuracy": float(np.mean(right)),
+            "misses": dict(misses.most_common()),
             "by length": {n: f"{sum(r)} of {len(r)}" for n, r in by_length.items() if r},
             "by spacing": {name: f"{sum(r)} of {len(r)}" for name, r in by_band.items() if r},
         }
         figures[look]["examples"] = [(line, reading.number) for line, reading in zip(made, readings)]
     return figures
+
+
+def miss(number, read):
+    """How a line was read wrong: one digit read as another, several, digits missing or too many."""
+    if len(read) != len(number):
+        return "digits missing" if len(read) < len(number) else "digits too many"
+    return "one digit read as another" if sum(a != b for a, b in zip(number, read)) == 1 else "several read as others"
 
 
 def picture(figures, path):
@@ -141,13 +162,36 @@ def picture(figures, path):
     plt.close(fig)
 
 
-def save_reader(model, path):
+def grow(model, smaller):
+    """Copy a narrower reader's weights into `model` (the same layers, as many filters and units or
+    more): each unit keeps its weights; new units get their fresh weights in and none out, so that the
+    grown reader reads exactly as the smaller one did, and training gives the new units their say."""
+    rows = LINE_HEIGHT // 4
+    for layer in model.layers:
+        old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights else []
+        grown = []
+        for old, new in zip(old_weights, layer.get_weights()):
+            shape = new.shape
+            if layer.name == "column" and new.ndim == 2:  # its inputs are (rows, filters) columns, flattened
+                old, new = old.reshape(rows, -1, old.shape[-1]), new.reshape(rows, -1, new.shape[-1])
+                inputs = 1
+            else:
+                inputs = {4: 2, 3: 1, 2: 0}.get(new.ndim)  # Conv2D, Conv1D, Dense kernels; a bias has none
+            if inputs is not None:  # what new inputs say goes nowhere yet
+                new[(slice(None),) * inputs + (slice(old.shape[inputs], None),)] = 0
+            new[tuple(slice(0, n) for n in old.shape)] = old
+            grown.append(new.reshape(shape))
+        if grown:
+            layer.set_weights(grown)
+
+
+def save_reader(model, path, sizes=()):
     """The trained reader saved to `path` in float32, without the optimizer: a small file that reads
     on any backend, written whole or not at all. Returns the saved model."""
     keras = load_keras()
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
-    reader = build_reader()
+    reader = build_reader(*sizes)
     keras.mixed_precision.set_global_policy(policy)
     reader.set_weights(model.get_weights())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +212,7 @@ def main(argv=None):
     # 1. Data: MNIST's training digits write the training lines; its test digits the test lines.
     mnist = load_mnist("bundled")
     x_train, y_train = mnist.x_train[: args.limit_train], mnist.y_train[: args.limit_train]
-    photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS) if args.photos else []
+    photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS) if args.photos and args.steps else []
     test_rng = np.random.default_rng(1000 + args.seed)
     test_lines = {look: lines(mnist.x_test, mnist.y_test, args.test_lines, test_rng, looks=(look,)) for look in LOOKS}
     held_out = [look for look in LOOKS if look not in ("ink", *PHOTO_LOOKS)]
@@ -179,34 +223,46 @@ def main(argv=None):
     # 2. Build and train.
     if args.precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_reader()
-    if args.init:
-        model.set_weights(load_reader(args.init).get_weights())
-    print(f"Reader: {model.count_params():,} parameters{f', from {args.init}' if args.init else ''}; "
-          f"{args.steps:,} steps of {args.batch_size} lines, {args.precision}", flush=True)
-    save = functools.partial(save_reader, path=args.output)
-    losses = train(model, Lines(x_train, y_train, photos, args.batch_size, rng), args.steps, args.lr, started, save)
-    trained_seconds = time.perf_counter() - started
+    sizes = (tuple(args.filters), args.units)
+    if args.steps:
+        model = build_reader(*sizes)
+        if args.init:
+            grow(model, load_reader(args.init))
+        print(f"Reader: {model.count_params():,} parameters{f', from {args.init}' if args.init else ''}; "
+              f"{args.steps:,} steps of {args.batch_size} lines, {args.precision}", flush=True)
+        save = functools.partial(save_reader, path=args.output, sizes=sizes)
+        losses = train(model, Lines(x_train, y_train, photos, args.batch_size, rng), args.steps, args.lr, started, save)
+        trained_seconds = time.perf_counter() - started
 
-    # 3. Save, then evaluate the reader as saved.
-    reader = save_reader(model, args.output)
+        # 3. Save, then evaluate the reader as saved.
+        reader = save_reader(model, args.output, sizes)
+    else:  # --steps 0: measure the reader as it is
+        reader, losses, trained_seconds = load_reader(args.init), [], 0.0
 
     # 4. Evaluate on lines of test digits, print and write the figures.
     figures = evaluate(reader, test_lines)
+    # the same reading of lines of the digits it trained on: how much of what it misses is new digits
+    known = evaluate(reader, {"ink": lines(x_train, y_train, args.test_lines, np.random.default_rng(2000 + args.seed),
+                                           looks=("ink",))})["ink"]
+    known.pop("examples")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     picture(figures, args.output_dir / "reader_lines.png")
     for look, figure in figures.items():
         figure.pop("examples")
         print(f"{look}: {figure['read right']} of {figure['lines']} test lines read with every digit right "
-              f"({figure['accuracy']:.2%}); by length {figure['by length']}; by spacing {figure['by spacing']}")
-    metrics = {"reader": str(args.output), "parameters": reader.count_params(),
+              f"({figure['accuracy']:.2%}); by length {figure['by length']}; by spacing {figure['by spacing']}; "
+              f"misses {figure['misses']}")
+    print(f"ink, of MNIST training digits: {known['read right']} of {known['lines']} lines read with every digit right "
+          f"({known['accuracy']:.2%}), against {figures['ink']['accuracy']:.2%} of test digits")
+    metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
-               "training_seconds": round(trained_seconds, 1), "final_loss": float(np.mean(losses[-100:])),
-               "test": figures}
+               "training_seconds": round(trained_seconds, 1),
+               "final_loss": float(np.mean(losses[-100:])) if losses else None,
+               "test": figures, "training digits, ink": known}
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"Saved the reader to {args.output} and its figures to {args.output_dir} "
-          f"({time.perf_counter() - started:.0f} s in all)")
+    saved = f"the reader to {args.output} and its figures" if args.steps else "the figures"
+    print(f"Saved {saved} to {args.output_dir} ({time.perf_counter() - started:.0f} s in all)")
 
 
 if __name__ == "__main__":
