@@ -172,6 +172,9 @@ def grow(model, smaller):
         grown = []
         for old, new in zip(old_weights, layer.get_weights()):
             shape = new.shape
+            if any(o > n for o, n in zip(old.shape, shape)):
+                raise ValueError(f"its layer {layer.name} is wider than this one's: pass --filters and --units at "
+                                 "least as wide as its")
             if layer.name == "column" and new.ndim == 2:  # its inputs are (rows, filters) columns, flattened
                 old, new = old.reshape(rows, -1, old.shape[-1]), new.reshape(rows, -1, new.shape[-1])
                 inputs = 1
@@ -227,7 +230,10 @@ def main(argv=None):
     if args.steps:
         model = build_reader(*sizes)
         if args.init:
-            grow(model, load_reader(args.init))
+            try:
+                grow(model, load_reader(args.init))
+            except ValueError as e:
+                raise SystemExit(f"error: --init {args.init}: {e}")
         print(f"Reader: {model.count_params():,} parameters{f', from {args.init}' if args.init else ''}; "
               f"{args.steps:,} steps of {args.batch_size} lines, {args.precision}", flush=True)
         save = functools.partial(save_reader, path=args.output, sizes=sizes)
@@ -256,6 +262,8 @@ def main(argv=None):
           f"({known['accuracy']:.2%}), against {figures['ink']['accuracy']:.2%} of test digits")
     metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
+               "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
+               "units": reader.get_layer("column").units,
                "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
                "training_seconds": round(trained_seconds, 1),
                "final_loss": float(np.mean(losses[-100:])) if losses else None,

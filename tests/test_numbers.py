@@ -367,7 +367,7 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
     train_number_reader.main(["--init", str(reader), "--steps", "0", "--limit-train", "200", "--test-lines", "4",
                               "--output", str(tmp_path / "unused.keras"), "--output-dir", str(tmp_path / "measured")])
     measured = json.loads((tmp_path / "measured" / "metrics.json").read_text())
-    assert measured["steps"] == 0 and measured["reader"] == str(reader)
+    assert measured["steps"] == 0 and measured["reader"] == str(reader) and measured["filters"] == [32, 64, 96]
     assert measured["training digits, ink"]["lines"] == 4
     assert all(sum(f["misses"].values()) == f["lines"] - f["read right"] for f in measured["test"].values())
     assert reader.read_bytes() == before and not (tmp_path / "unused.keras").exists()
@@ -384,6 +384,9 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
     assert grown.count_params() > model.count_params()
     strips = np.random.default_rng(0).random((3, LINE_HEIGHT, 64, 1)).astype(np.float32)
     np.testing.assert_allclose(grown.predict_on_batch(strips), model.predict_on_batch(strips), atol=1e-4)
+    with pytest.raises(SystemExit, match="wider than this one's: pass --filters and --units"):  # not shrunk
+        train_number_reader.main(["--init", str(wider), "--steps", "1", "--photos", "0", "--limit-train", "200",
+                                  "--test-lines", "2", "--output", str(tmp_path / "narrower.keras")])
 
 
 def test_a_missing_or_damaged_reader_file_is_one_line_that_says_how_to_get_it(trained, tmp_path):
