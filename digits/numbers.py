@@ -18,7 +18,7 @@ from digits.photos import centred, clean_ink, to_mnist_form
 
 MAX_PIECES = 20  # a phone number is 10-12 digits; more than this is a page, not a number
 SEGMENT_SIZE = 512  # longer side the line is found at: 40 pixels a digit for a 12-digit phone number
-NARROW = 1.25  # of its height: one mark no wider than this, read as several digits, is settled by the default network
+NARROW = 1.25  # of its height: one mark no wider than this is one digit, whatever the reader reads in it
 TWO_STROKES = 4.5  # ink narrower than this many strokes is one digit (a bold digit cropped tight)
 UNSURE = 0.9  # a digit read less surely than this is unsure
 NO_DIGIT = "the number reader sees no digit here"
@@ -41,8 +41,6 @@ def doubt(pieces, probabilities):
     """Why a reading is unsure, in words, or None: the digits found and the ten probabilities each was
     read with. Letters and scribbles are read as digits by both networks; what gives them away is that
     the number reader sees no digit, reads another digit than the default network, or is unsure."""
-    if len(pieces) > 1 and pieces[0].unsure:  # the two networks disagree on how many digits there are
-        return pieces[0].unsure
     if len(pieces) == 1 and pieces[0].probabilities is None and (pieces[0].unsure or pieces[0].seen is not None):
         seen, label = pieces[0].seen, int(np.argmax(probabilities[0]))
         if pieces[0].unsure:
@@ -90,17 +88,13 @@ def read_line(ink, reader, scale=(1.0, 1.0)):
     return pieces
 
 
-def find_digits(gray, reader=None, single=None):
+def find_digits(gray, reader=None):
     """The digits in a grayscale picture (2-D float array in [0, 1]), left to right, as Pieces.
 
     `reader`: the number reader, a function from a list of strips to Readings (digits.reader's
     read_strips with its model). Without it, or where it finds one digit or none, the picture is one
-    digit, in to_mnist_form. Where it reads several digits in one mark narrow enough to be one digit,
-    `single` (the default network: a function from a stack of 28x28 digits to their ten
-    probabilities) settles it: a digit it reads surely is one digit; otherwise (two digits run together
-    are a shape it does not know) the reader's digits stand, marked unsure. Returns [] when the
-    picture holds no ink. Raises InputError when the reader finds more than MAX_PIECES digits (a page
-    of text, not a number).
+    digit, in to_mnist_form. Returns [] when the picture holds no ink. Raises InputError when the
+    reader finds more than MAX_PIECES digits (a page of text, not a number).
     """
     height, width = gray.shape
     pieces, ink = [], None
@@ -119,35 +113,23 @@ def find_digits(gray, reader=None, single=None):
         return [one._replace(unsure=NO_DIGIT)]
     box = (min(p.box[0] for p in pieces), min(p.box[1] for p in pieces),
            max(p.box[2] for p in pieces), max(p.box[3] for p in pieces))
-    if len(pieces) > 1:  # ink narrow for the digits the reader read in it
+    if len(pieces) > 1:  # ink too narrow for the digits the reader read in it: one digit, said so
         number = "".join(str(int(np.argmax(p.probabilities))) for p in pieces)
-        alone = None if single is None else np.asarray(single(whole[None]))[0]
-        if alone is not None and alone.max() < UNSURE and not _thinner_than_two_strokes(ink):
-            why = (f"one mark, narrow for {len(pieces)} digits: the default network reads one, "
-                   f"{int(np.argmax(alone))} ({percent(alone.max())})")
-            return [pieces[0]._replace(unsure=why), *pieces[1:]]
         return [one._replace(box=box, unsure=f"the number reader reads {number} in ink narrow for one digit")]
     return [one._replace(box=box, seen=pieces[0].probabilities)]
 
 
-def _thinner_than_two_strokes(ink):
-    """Whether the ink is narrower than TWO_STROKES of its strokes: a bold digit cropped tight, which
-    the reader may read as two (two digits side by side are wider)."""
-    mask = ink > INK
-    cols = np.flatnonzero(mask.any(axis=0))
-    runs = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    stroke = float(np.median(np.nonzero(runs == -1)[1] - np.nonzero(runs == 1)[1]))
-    return cols[-1] - cols[0] + 1 < TWO_STROKES * stroke
-
-
 def _too_narrow_for_two(ink):
-    """Whether the ink is too narrow to be two digits: thinner than two strokes allow, or one mark no
-    wider than NARROW of its height."""
-    if _thinner_than_two_strokes(ink):
-        return True
+    """Whether the ink is too narrow to be two digits: narrower than TWO_STROKES of its strokes (a bold
+    digit cropped tight, which the reader may read as two: two digits side by side are wider), or one
+    mark no wider than NARROW of its height."""
     mask = ink > INK
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    runs = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    stroke = float(np.median(np.nonzero(runs == -1)[1] - np.nonzero(runs == 1)[1]))
     width, height = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
+    if width < TWO_STROKES * stroke:
+        return True
     labels, count = ndimage.label(mask)
     sizes = ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
     return (sizes >= SPECK * sizes.max()).sum() == 1 and width <= NARROW * height

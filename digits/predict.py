@@ -67,12 +67,11 @@ class Predictions(NamedTuple):
     failed: int
 
 
-def read_pieces(path, reader=None, notes=None, single=None):
+def read_pieces(path, reader=None, notes=None):
     """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason;
-    `reader` and `single`: find_digits' (the number reader, the default network); `notes`:
-    read_image's (a GIF's frames, say)."""
+    `reader`: find_digits' (the number reader); `notes`: read_image's (a GIF's frames, say)."""
     gray, preview = read_image(path, notes=notes)
-    pieces = find_digits(gray, reader, single)
+    pieces = find_digits(gray, reader)
     if not pieces:
         raise InputError("blank image: no digit found")
     return preview, gray.shape, pieces  # the small copy only: a photo's pixels are let go
@@ -103,11 +102,10 @@ def predict_images(model, paths, reader=None):
     digits are read by `model`, all together, in batches of up to 1,000."""
     read, failed = [], 0  # (path, its pieces or its error, the notes on reading it)
     line_reader = None if reader is None else functools.partial(read_strips, reader)
-    single = lambda digits: model.predict_on_batch(digits[..., None])  # noqa: E731 -- find_digits' `single`
     for path in paths:
         notes = []
         try:
-            found = read_pieces(path, line_reader, notes, single)
+            found = read_pieces(path, line_reader, notes)
         except InputError as e:
             found, failed = e, failed + 1
         read.append((path, found, notes))

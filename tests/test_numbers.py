@@ -177,45 +177,6 @@ def wide_digit_between(images, rng):
     return np.clip(0.9 - 0.75 * canvas + rng.normal(0, 0.02, canvas.shape), 0, 1).astype(np.float32)
 
 
-def overlapping_pair(images, height=90):
-    """Two MNIST digits 90 px high, the second overlapping the first by 0.3 of their height: one mark,
-    about as wide as it is high, as a grayscale picture."""
-    inks, lefts = [], [height // 2]
-    for image in images:
-        rows, cols = np.flatnonzero(image.max(axis=1) > 30), np.flatnonzero(image.max(axis=0) > 30)
-        ink = Image.fromarray(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
-        inks.append(np.asarray(ink.resize((max(1, round(ink.width * height / ink.height)), height), Image.BICUBIC)))
-        lefts.append(lefts[-1] + inks[-1].shape[1] - round(height * 0.3))
-    canvas = np.zeros((2 * height, lefts[-1] + 2 * height), np.float32)
-    for ink, left in zip(inks, lefts):
-        region = canvas[height // 2 : height // 2 + height, left : left + ink.shape[1]]
-        np.maximum(region, ink / 255, out=region)
-    return np.clip(0.9 - 0.75 * canvas, 0, 1).astype(np.float32)
-
-
-def test_two_digits_in_one_narrow_mark_are_read_as_two_when_the_network_is_unsure_of_one(trained, number_reader):
-    """One mark no wider than it is high that the reader reads as two digits: the default network
-    settles it. Unsure of one digit there, the reader's two digits stand, marked unsure; sure of one,
-    it is one digit, read as a single digit always was (so is it without the network)."""
-    from digits.predict import load_trained_model
-
-    _, _, x_test, y_test, _ = bundled_mnist()
-    unsure, sure = (lambda digits: np.full((len(digits), 10), 0.1)), (lambda digits: np.eye(10)[[8] * len(digits)])
-    model = load_trained_model(trained[0] / "model.keras")
-    network = lambda digits: model.predict_on_batch(digits[..., None])  # noqa: E731
-    for first in (3000, 3040, 3048, 3058):
-        gray, number = overlapping_pair(x_test[[first, first + 1]]), f"{y_test[first]}{y_test[first + 1]}"
-        pieces = find_digits(gray, number_reader, unsure)
-        assert "".join(str(int(np.argmax(p.probabilities))) for p in pieces) == number
-        assert pieces[0].unsure.startswith("one mark, narrow for 2 digits: the default network reads one, 0 (10.0%)")
-        for single in (sure, None):
-            (one,) = find_digits(gray, number_reader, single)
-            assert one.probabilities is None and np.array_equal(one.digit, to_mnist_form(gray))
-            assert one.unsure == f"the number reader reads {number} in ink narrow for one digit"
-        alone = np.asarray(network(to_mnist_form(gray)[None]))[0]
-        assert len(find_digits(gray, number_reader, network)) == (2 if alone.max() < 0.9 else 1)
-
-
 def test_numbers_are_read_digit_by_digit_left_to_right(trained, tmp_path):
     """2 to 6 test digits in a row, paper and board, JPEG, read by the program: the number, then each
     digit with how sure the reader is; predictions.png shows them. The two number photos of
@@ -426,8 +387,7 @@ def test_a_grid_of_dots_costs_one_reading_not_gigabytes(number_reader):
 
 def test_a_reading_says_why_it_is_unsure():
     """numbers.doubt: the reader saw no digit; it reads another digit than the network, or one below 90%;
-    a number with a digit below 90%, or one the two networks disagree on the count of; a sure reading
-    has no doubt."""
+    a number with a digit below 90%; a sure reading has no doubt."""
     from digits.numbers import NO_DIGIT, Piece, doubt
 
     blank, tens = np.zeros((28, 28), np.float32), np.eye(10)
@@ -440,6 +400,4 @@ def test_a_reading_says_why_it_is_unsure():
     pieces = [one._replace(probabilities=tens[1]), one._replace(probabilities=0.7 * tens[2] + 0.3 * tens[7])]
     assert doubt(pieces, [p.probabilities for p in pieces]) == "its least sure digit is read at 70.0%"
     assert doubt(pieces[:1] * 2, [tens[1], tens[1]]) is None
-    narrow = [pieces[0]._replace(unsure="one mark, narrow for 2 digits"), pieces[0]]  # said on the first digit
-    assert doubt(narrow, [tens[1], tens[1]]) == "one mark, narrow for 2 digits"
 
