@@ -400,4 +400,3 @@ def test_a_reading_says_why_it_is_unsure():
     pieces = [one._replace(probabilities=tens[1]), one._replace(probabilities=0.7 * tens[2] + 0.3 * tens[7])]
     assert doubt(pieces, [p.probabilities for p in pieces]) == "its least sure digit is read at 70.0%"
     assert doubt(pieces[:1] * 2, [tens[1], tens[1]]) is None
-
