@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--filters", type=int, nargs=3, default=(32, 64, 96), metavar="N",
                         help="the trunk's three convolutions' filters (default 32 64 96)")
     parser.add_argument("--units", type=int, default=128, help="each step's features (default 128)")
+    parser.add_argument("--warp", action="store_true", help="bend each training digit as another hand would "
+                        "(elastic distortion, digits.lines.warped); the shipped reader trained without it")
     parser.add_argument("--limit-train", type=int, help="train on the first N MNIST training digits only")
     parser.add_argument("--test-lines", type=int, default=2000, help="test lines of each look (default 2000)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
@@ -71,8 +73,8 @@ class Lines:
     """Batches of training lines, written on the fly: each batch of similar lengths (so little paper
     pads them), a share of them photos drawn from a pool written once."""
 
-    def __init__(self, x, y, photos, batch_size, rng):
-        self.x, self.y, self.photos, self.batch_size, self.rng = x, y, photos, batch_size, rng
+    def __init__(self, x, y, photos, batch_size, rng, warp=False):
+        self.x, self.y, self.photos, self.batch_size, self.rng, self.warp = x, y, photos, batch_size, rng, warp
         self.by_length = {n: [p for p in photos if len(p.number) == n] for n in range(1, MAX_DIGITS + 1)}
 
     def batch(self):
@@ -80,7 +82,8 @@ class Lines:
         longest = int(self.rng.integers(1, MAX_DIGITS + 1))
         shortest = max(1, longest - 1)
         photo_count = self.rng.binomial(self.batch_size, PHOTO_SHARE) if self.photos else 0
-        made = lines(self.x, self.y, self.batch_size - photo_count, self.rng, lengths=(shortest, longest))
+        made = lines(self.x, self.y, self.batch_size - photo_count, self.rng, lengths=(shortest, longest),
+                     warp=self.warp)
         pool = [p for n in range(shortest, longest + 1) for p in self.by_length[n]]
         made += [pool[k] for k in self.rng.integers(0, len(pool), photo_count)] if pool else []
         return batch_of([line.strip for line in made], [line.number for line in made])
@@ -215,7 +218,9 @@ def main(argv=None):
     # 1. Data: MNIST's training digits write the training lines; its test digits the test lines.
     mnist = load_mnist("bundled")
     x_train, y_train = mnist.x_train[: args.limit_train], mnist.y_train[: args.limit_train]
-    photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS) if args.photos and args.steps else []
+    photos = []
+    if args.photos and args.steps:
+        photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS, warp=args.warp)
     test_rng = np.random.default_rng(1000 + args.seed)
     test_lines = {look: lines(mnist.x_test, mnist.y_test, args.test_lines, test_rng, looks=(look,)) for look in LOOKS}
     held_out = [look for look in LOOKS if look not in ("ink", *PHOTO_LOOKS)]
@@ -237,7 +242,8 @@ def main(argv=None):
         print(f"Reader: {model.count_params():,} parameters{f', from {args.init}' if args.init else ''}; "
               f"{args.steps:,} steps of {args.batch_size} lines, {args.precision}", flush=True)
         save = functools.partial(save_reader, path=args.output, sizes=sizes)
-        losses = train(model, Lines(x_train, y_train, photos, args.batch_size, rng), args.steps, args.lr, started, save)
+        data = Lines(x_train, y_train, photos, args.batch_size, rng, args.warp)
+        losses = train(model, data, args.steps, args.lr, started, save)
         trained_seconds = time.perf_counter() - started
 
         # 3. Save, then evaluate the reader as saved.
@@ -263,8 +269,9 @@ def main(argv=None):
     metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
-               "units": reader.get_layer("column").units,
-               "batch_size": args.batch_size, "precision": args.precision, "seed": args.seed,
+               "units": reader.get_layer("column").units, "warp": args.warp if args.steps else None,
+               "batch_size": args.batch_size if args.steps else None,  # --steps 0 trains nothing
+               "precision": args.precision if args.steps else None, "seed": args.seed,
                "training_seconds": round(trained_seconds, 1),
                "final_loss": float(np.mean(losses[-100:])) if losses else None,
                "test": figures, "training digits, ink": known}

@@ -252,11 +252,11 @@ class Found(NamedTuple):
     size: tuple | None  # the photo as read, (width, height), which its boxes refer to; None for a drawing
 
 
-def photo_digits(gray, reader=None):
-    """find_digits, as --predict reads a photo (with `reader`, the number reader), with its refusals
-    as BadRequest."""
+def photo_digits(gray, reader=None, network=None):
+    """find_digits, as --predict reads a photo (with `reader` and `network`, the number reader and the
+    default network), with its refusals as BadRequest."""
     try:
-        pieces = find_digits(gray, reader)
+        pieces = find_digits(gray, reader, network)
     except InputError as e:
         raise BadRequest(str(e))
     if not pieces:
@@ -264,10 +264,10 @@ def photo_digits(gray, reader=None):
     return pieces
 
 
-def digits_from_request(payload, budget=None, reader=None):
+def digits_from_request(payload, budget=None, reader=None, network=None):
     """The request's "strokes" (grouped into digits, each drawn again) or "image" (a photo, decoded
     within the Budget of pixels if one is given, read as --predict reads it), read with the number
-    `reader` that find_digits takes, as Found digits."""
+    `reader` (and a photo's narrow marks checked by the `network`) that find_digits takes, as Found digits."""
     check_keys(payload)
     if "strokes" in payload:
         pieces = drawn_digits(parse_strokes(payload["strokes"]), reader)
@@ -275,7 +275,7 @@ def digits_from_request(payload, budget=None, reader=None):
             raise BadRequest("blank image: no digit found")
         return Found(pieces, None)
     gray = decode_photo(payload["image"], budget)
-    return Found(photo_digits(gray, reader), (gray.shape[1], gray.shape[0]))
+    return Found(photo_digits(gray, reader, network), (gray.shape[1], gray.shape[0]))
 
 
 def digit_from_request(payload, budget=None):

@@ -67,11 +67,12 @@ class Predictions(NamedTuple):
     failed: int
 
 
-def read_pieces(path, reader=None, notes=None):
+def read_pieces(path, reader=None, notes=None, network=None):
     """(preview, picture size, the digits found) for one image, or an InputError with a one-line reason;
-    `reader`: find_digits' (the number reader); `notes`: read_image's (a GIF's frames, say)."""
+    `reader` and `network`: find_digits' (the number reader, the default network); `notes`: read_image's
+    (a GIF's frames, say)."""
     gray, preview = read_image(path, notes=notes)
-    pieces = find_digits(gray, reader)
+    pieces = find_digits(gray, reader, network)
     if not pieces:
         raise InputError("blank image: no digit found")
     return preview, gray.shape, pieces  # the small copy only: a photo's pixels are let go
@@ -102,10 +103,11 @@ def predict_images(model, paths, reader=None):
     digits are read by `model`, all together, in batches of up to 1,000."""
     read, failed = [], 0  # (path, its pieces or its error, the notes on reading it)
     line_reader = None if reader is None else functools.partial(read_strips, reader)
+    network = lambda digits: np.asarray(model.predict_on_batch(digits[..., None]))  # noqa: E731 -- find_digits'
     for path in paths:
         notes = []
         try:
-            found = read_pieces(path, line_reader, notes)
+            found = read_pieces(path, line_reader, notes, network)
         except InputError as e:
             found, failed = e, failed + 1
         read.append((path, found, notes))

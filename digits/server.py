@@ -166,7 +166,7 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                     elif route == "/undo":
                         reply = self.server.undo(undo_from_request(payload))
                     else:
-                        found = digits_from_request(payload, self.server.decoding, reader)
+                        found = digits_from_request(payload, self.server.decoding, reader, self.server.read_digits)
             if route == "/predict":
                 reply = self.server.read(found)
         except BadRequest as e:
