@@ -56,11 +56,13 @@ def warped(image, rng):
     """A 28x28 MNIST digit (uint8) bent as another hand would write it: turned up to 10 degrees and
     moved by a smooth random field (Simard et al. 2003's elastic distortion: sigma 4 pixels, up to 30)."""
     angle = np.deg2rad(rng.uniform(-10, 10))
-    ys, xs = np.mgrid[0:28, 0:28].astype(np.float64) - 13.5
+    centre = (np.array(image.shape) - 1) / 2
+    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]].astype(np.float64)
+    ys, xs = ys - centre[0], xs - centre[1]
     strength = rng.uniform(0, 30)
-    dy, dx = (strength * ndimage.gaussian_filter(rng.uniform(-1, 1, (28, 28)), 4, mode="constant") for _ in range(2))
-    rows = np.cos(angle) * ys - np.sin(angle) * xs + 13.5 + dy
-    cols = np.sin(angle) * ys + np.cos(angle) * xs + 13.5 + dx
+    dy, dx = (strength * ndimage.gaussian_filter(rng.uniform(-1, 1, image.shape), 4, mode="constant") for _ in range(2))
+    rows = np.cos(angle) * ys - np.sin(angle) * xs + centre[0] + dy
+    cols = np.sin(angle) * ys + np.cos(angle) * xs + centre[1] + dx
     bent = ndimage.map_coordinates(image.astype(np.float32), [rows, cols], order=1, mode="constant")
     return np.uint8(np.clip(bent, 0, 255))
 
@@ -83,7 +85,7 @@ def number_ink(images, rng, height=None, spacing=None, varied=False, warp=False)
     """The MNIST digits `images` written side by side, as Ink: `height` (default 40-150 pixels) and
     `spacing` (default -0.15 to 0.7 of the height) as the photo benchmark writes them; `varied` also
     slants, widens and narrows each digit and varies the stroke, as the reader's lines do; `warp` bends
-    each digit first (`warped`), as the reader's training lines do."""
+    each digit first (`warped`), as train_number_reader.py --warp does."""
     height = int(rng.integers(40, 151)) if height is None else height
     spacing = rng.uniform(-0.15, 0.7) if spacing is None else spacing
     slant = rng.uniform(-0.25, 0.25) if varied else 0.0
@@ -244,7 +246,7 @@ def composed_line(images, labels, rng, look="ink", warp=False):
 def lines(x, y, count, rng, looks=("ink",), shares=None, lengths=(1, MAX_DIGITS), warp=False):
     """`count` composed lines of the digits x (uint8 N x 28 x 28) and labels y, each of 1 to 8 of them
     drawn at random (`lengths`: the fewest and most), in the `looks` given (`shares`: how often each);
-    `warp`: each digit bent first, as training lines are."""
+    `warp`: each digit bent first (train_number_reader.py --warp)."""
     made = []
     for _ in range(count):
         chosen = rng.integers(0, len(x), int(rng.integers(lengths[0], lengths[1] + 1)))
