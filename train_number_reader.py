@@ -269,9 +269,9 @@ def main(argv=None):
     metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
-               "units": reader.get_layer("column").units, "warp": args.warp if args.steps else None,
-               "batch_size": args.batch_size if args.steps else None,  # --steps 0 trains nothing
-               "precision": args.precision if args.steps else None, "seed": args.seed,
+               "units": reader.get_layer("column").units, "seed": args.seed,
+               # how it was trained: nothing, with --steps 0
+               **{key: getattr(args, key) if args.steps else None for key in ("warp", "batch_size", "precision")},
                "training_seconds": round(trained_seconds, 1),
                "final_loss": float(np.mean(losses[-100:])) if losses else None,
                "test": figures, "training digits, ink": known}

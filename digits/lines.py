@@ -91,9 +91,9 @@ def number_ink(images, rng, height=None, spacing=None, varied=False, warp=False)
     slant = rng.uniform(-0.25, 0.25) if varied else 0.0
     digits = []
     for image in images:
-        image = warped(image, rng) if warp else image
-        if image.max() <= 30:  # bent out of its frame: written as it was
-            image = images[len(digits)]
+        if warp:
+            bent = warped(image, rng)
+            image = bent if bent.max() > 30 else image  # bent out of its frame: written as it was
         size = round(height * rng.uniform(0.85, 1.15))
         if varied:
             digit = written_digit(image, size, slant=slant + rng.uniform(-0.08, 0.08), aspect=rng.uniform(0.75, 1.25))
