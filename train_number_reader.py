@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--filters", type=int, nargs=3, default=(32, 64, 96), metavar="N",
                         help="the trunk's three convolutions' filters (default 32 64 96)")
     parser.add_argument("--units", type=int, default=128, help="each step's features (default 128)")
+    parser.add_argument("--blocks", type=int, default=0, help="residual blocks that deepen the trunk (default 0); "
+                        "with --init, a shallower reader's are grown from the identity")
     parser.add_argument("--warp", action="store_true", help="bend each training digit as another hand would "
                         "(elastic distortion, digits.lines.warped); the shipped reader trained without it")
     parser.add_argument("--limit-train", type=int, help="train on the first N MNIST training digits only")
@@ -170,8 +172,11 @@ def grow(model, smaller):
     more): each unit keeps its weights; new units get their fresh weights in and none out, so that the
     grown reader reads exactly as the smaller one did, and training gives the new units their say."""
     rows = LINE_HEIGHT // 4
-    for layer in model.layers:
-        old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights else []
+    names = {layer.name for layer in smaller.layers if layer.weights}
+    if names - {layer.name for layer in model.layers}:
+        raise ValueError("it is deeper than this one: pass --blocks at least as many as its")
+    for layer in model.layers:  # a layer it lacks (a residual block) keeps its fresh weights: the identity
+        old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights and layer.name in names else []
         grown = []
         for old, new in zip(old_weights, layer.get_weights()):
             shape = new.shape
@@ -231,7 +236,7 @@ def main(argv=None):
     # 2. Build and train.
     if args.precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    sizes = (tuple(args.filters), args.units)
+    sizes = (tuple(args.filters), args.units, args.blocks)
     if args.steps:
         model = build_reader(*sizes)
         if args.init:
@@ -269,7 +274,8 @@ def main(argv=None):
     metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
-               "units": reader.get_layer("column").units, "seed": args.seed,
+               "units": reader.get_layer("column").units,
+               "blocks": sum(layer.name.startswith("deep") for layer in reader.layers) // 2, "seed": args.seed,
                # how it was trained: nothing, with --steps 0
                **{key: getattr(args, key) if args.steps else None for key in ("warp", "batch_size", "precision")},
                "training_seconds": round(trained_seconds, 1),

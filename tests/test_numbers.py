@@ -368,18 +368,25 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
         train_number_reader.main(["--steps", "0"])
     assert refused.value.code == 2
 
-    # --init into a wider reader grows the weights into it: it reads exactly as the narrower one did.
+    # --init into a wider and deeper reader grows the weights into it: it reads exactly as the narrower one did.
     wider = tmp_path / "wider.keras"
-    train_number_reader.main(["--init", str(reader), "--filters", "32", "64", "128", "--units", "192", "--steps", "1",
+    train_number_reader.main(["--init", str(reader), "--filters", "32", "64", "128", "--units", "192", "--blocks", "1",
+                              "--steps", "1",
                               "--lr", "1e-9", "--batch-size", "4", "--photos", "0", "--limit-train", "200",
                               "--test-lines", "2", "--output", str(wider), "--output-dir", str(tmp_path / "wider")])
     grown = load_reader(wider)
     assert grown.count_params() > model.count_params()
     strips = np.random.default_rng(0).random((3, LINE_HEIGHT, 64, 1)).astype(np.float32)
     np.testing.assert_allclose(grown.predict_on_batch(strips), model.predict_on_batch(strips), atol=1e-4)
+    assert json.loads((tmp_path / "wider" / "metrics.json").read_text())["blocks"] == 1
     with pytest.raises(SystemExit, match="wider than this one's: pass --filters and --units"):  # not shrunk
-        train_number_reader.main(["--init", str(wider), "--steps", "1", "--photos", "0", "--limit-train", "200",
-                                  "--test-lines", "2", "--output", str(tmp_path / "narrower.keras")])
+        train_number_reader.main(["--init", str(wider), "--blocks", "1", "--steps", "1", "--photos", "0",
+                                  "--limit-train", "200", "--test-lines", "2",
+                                  "--output", str(tmp_path / "narrower.keras")])
+    with pytest.raises(SystemExit, match="deeper than this one: pass --blocks"):
+        train_number_reader.main(["--init", str(wider), "--filters", "32", "64", "128", "--units", "192",
+                                  "--steps", "1", "--photos", "0", "--limit-train", "200", "--test-lines", "2",
+                                  "--output", str(tmp_path / "shallower.keras")])
 
 
 def test_training_lines_bend_each_digit_as_another_hand_would_and_test_lines_do_not():
