@@ -28,8 +28,6 @@ from digits.cli import option_named, parse_args
 from digits.errors import InputError, printable
 from digits.signals import stop_on_signals
 
-STARTED = time.perf_counter()  # start-up is timed from here, once Python and NumPy have loaded (~0.1 s)
-
 
 def main(argv=None):
     """Read the command line, then train (the default) or what a mode asks: --predict, --draw, --evaluate, --adapt."""
@@ -100,7 +98,7 @@ def train_and_report(args):
                              args.epochs, args.batch_size, optimizer, callbacks, watched)
         train_seconds = time.perf_counter() - train_started
         epochs = f"{fit.epochs_completed} epoch{'s' * (fit.epochs_completed != 1)}"
-        startup = None if fit.first_steps_at is None else round(fit.first_steps_at - STARTED, 2)
+        startup = None if fit.first_steps_at is None else round(fit.first_steps_at - started, 2)
         each = fit.history["epoch_seconds"]
         spent = f"{train_seconds:.1f} s" + (f" ({min(each):.1f}-{max(each):.1f} s an epoch)" if each else "")
         print((f"Stopped {fit.stopped_where()}: {spent} of training" if fit.interrupted else
@@ -287,13 +285,20 @@ def draw(args):
     return 0
 
 
+def run(argv=None):
+    """The program as its command line runs it: main(argv), with a refusal (bad input, a missing
+    file...) told in one line and exit status 2 rather than a traceback. The tests call it in their process."""
+    try:
+        return main(argv)
+    except InputError as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
     stop_on_signals()  # a plain kill stops cleanly, like Ctrl-C
     try:
-        sys.exit(main())
-    except InputError as e:
-        print(f"error: {printable(e)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(run())
     except KeyboardInterrupt:
         print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -8,11 +8,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -44,6 +46,46 @@ def run_cli(*args, script=SCRIPT, timeout=300, env=None):
                           text=True, timeout=timeout, env=env, check=False)
 
 
+class Ran(NamedTuple):
+    """What a run of the program gave: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args, env=None, merged=False):
+    """Run the program in this process, as its command line would (`run(argv)`: a refusal is one line
+    and exit status 2), with its output captured (`merged`: stderr into stdout, as a terminal shows them)
+    and `env` set for the run. Keras's global state (the dtype policy a run chose, the names of its
+    layers) is reset afterwards, as a new process would have it."""
+    import handwritten_digit_classification as program
+
+    stdout = io.StringIO()
+    stderr = stdout if merged else io.StringIO()
+    env = {key: str(value) for key, value in (env or {}).items()}
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = program.run([str(arg) for arg in args])
+            except SystemExit as e:  # argparse: --help (0) and a mistyped option (2)
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if "keras" in sys.modules:
+            import keras
+
+            keras.config.set_dtype_policy("float32")
+            keras.utils.clear_session()
+    return Ran(code, stdout.getvalue(), "" if merged else stderr.getvalue())
+
+
 def refusal(result):
     """The message of a run refused as bad input: exit status 2, one line, no traceback."""
     assert result.returncode == 2, result.stdout + result.stderr
@@ -71,7 +113,7 @@ def trained(tmp_path_factory):
     """One quick real training run, shared by the tests that read its outputs or use its model."""
     out = tmp_path_factory.mktemp("trained")
     # a cache of its own: its auto precision is measured (not remembered from another test's run)
-    result = run_cli(*QUICK, "--seed", "0", "--output-dir", out, env={"XDG_CACHE_HOME": out / "cache"})
+    result = run_main(*QUICK, "--seed", "0", "--output-dir", out, env={"XDG_CACHE_HOME": out / "cache"})
     assert result.returncode == 0, result.stderr
     return out, result, json.loads((out / "metrics.json").read_text())
 
@@ -83,8 +125,8 @@ def non_default_run(tmp_path_factory):
     validation (the curves watch them), the constant learning rate. Shared by the tests of each
     setting (0.92 to 0.93 test accuracy, seeds 1 to 4): (out, result, metrics)."""
     out = tmp_path_factory.mktemp("non-default")
-    result = run_cli(*QUICK, "--precision", "bfloat16", "--validation-split", "0.2", "--lr-schedule", "constant",
-                     "--output-dir", out)
+    result = run_main(*QUICK, "--precision", "bfloat16", "--validation-split", "0.2", "--lr-schedule", "constant",
+                      "--output-dir", out)
     assert result.returncode == 0, result.stderr
     return out, result, json.loads((out / "metrics.json").read_text())
 
@@ -102,18 +144,36 @@ def server(trained):
     process.wait(timeout=60)
 
 
+BROWSER = {}  # the one Chromium of the test run, started by the first test that needs it
+
+
+def shared_browser():
+    """Debian's Chromium driven by Playwright, one for the whole test run (closed at its end)."""
+    if not BROWSER:
+        from playwright.sync_api import sync_playwright
+
+        chromium = browser_or_skip()
+        playwright = sync_playwright().start()
+        BROWSER.update(playwright=playwright, browser=playwright.chromium.launch(executable_path=chromium))
+    return BROWSER["browser"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_browser():
+    yield
+    if BROWSER:
+        BROWSER["browser"].close()
+        BROWSER["playwright"].stop()
+
+
 @contextlib.contextmanager
 def browser_page(**options):
-    """A page of Debian's Chromium driven by Playwright (new_page's `options`), closed afterwards."""
-    from playwright.sync_api import sync_playwright
-
-    chromium = browser_or_skip()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium)
-        try:
-            yield browser.new_page(**options)
-        finally:
-            browser.close()
+    """A fresh page of the test run's Chromium (new_page's `options`: its own context), closed afterwards."""
+    page = shared_browser().new_page(**options)
+    try:
+        yield page
+    finally:
+        page.context.close()
 
 
 @contextlib.contextmanager
@@ -132,6 +192,49 @@ def served(collection=None):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def address(url):
+    """(host, port) of a server's URL, brackets of an IPv6 address dropped."""
+    found = re.fullmatch(r"http://\[?([^\]/]+?)\]?:(\d+)/", url)
+    return found.group(1), int(found.group(2))
+
+
+def exchange(url, head, body=b"", read_first=False):
+    """Send a request's head lines (bytes: nothing is cleaned up) and its body over real HTTP; (status, reply body).
+
+    Sends the whole body before reading, as simple clients do (read_first: reads as soon as the
+    head is sent, as a client that expects an early answer does).
+    """
+    with socket.create_connection(address(url), timeout=60) as connection:
+        connection.sendall(b"\r\n".join(head) + b"\r\n\r\n")
+        if not read_first:
+            connection.sendall(body)
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, content = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), content
+
+
+def http(url, method, target, body=b"", headers=(), content_type="application/json"):
+    """Send one request exactly as written (no client-side clean-up of the path), with a Host, its
+    Content-Type and Content-Length unless `headers` give their own; (status, reply body)."""
+    lines = [f"{method} {target} HTTP/1.1", "Connection: close"]
+    if not any(h.lower().startswith("host:") for h in headers):
+        lines.append(f"Host: {url.split('/')[2]}")
+    if content_type:
+        lines.append(f"Content-Type: {content_type}")
+    if body is not None and not any(h.lower().startswith("content-length") for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return exchange(url, [line.encode() for line in [*lines, *headers]], body or b"")
+
+
+def request_json(url, method, target, payload=None):
+    """One request with a JSON body (or none); (status, the JSON answer)."""
+    body = None if payload is None else json.dumps(payload).encode()
+    status, content = http(url, method, target, body, content_type="application/json" if body else None)
+    return status, json.loads(content)
 
 
 def browser_or_skip():

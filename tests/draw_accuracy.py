@@ -120,57 +120,64 @@ def read_drawing(page, drawing):
     return page.inner_text("#prediction").strip()
 
 
-def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_drawing=None, phone=False):
+def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_drawing=None, phone=False,
+             browser=None):
     """Each drawing's (drawing, the digit the page shows), and what else the browser saw.
 
     With photo: also give the page that image file by its file picker and by dropping it on the
     canvas. With screenshot: save one of the page with screenshot_drawing drawn. With phone: on an
-    upright phone's screen (390 x 844) instead of a desktop window.
+    upright phone's screen (390 x 844) instead of a desktop window. In a Playwright `browser` already
+    running (the tests'), else in a Chromium of its own (`chromium`: its path).
     """
-    from playwright.sync_api import sync_playwright
+    if browser is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium)
+            try:
+                return read_all(url, drawings, chromium, photo, screenshot, screenshot_drawing, phone, browser)
+            finally:
+                browser.close()
     facts = {"errors": [], "requests": []}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium)
-        try:
-            screen = ({"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
-                       "has_touch": True} if phone else {"viewport": {"width": 1040, "height": 760}})
-            page = browser.new_page(**screen)
-            page.on("console", lambda m: m.type == "error" and facts["errors"].append(m.text))
-            page.on("pageerror", lambda e: facts["errors"].append(str(e)))
-            page.on("request", lambda r: facts["requests"].append(r.url))
-            page.goto(url)
-            results = [(drawing, read_drawing(page, drawing)) for drawing in drawings]
-            facts["seen_pixels"] = page.evaluate("""() => {
-                const data = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;
-                let lit = 0;
-                for (let i = 0; i < data.length; i += 4) lit += data[i] > 60;
-                return lit;
-            }""")
-            if photo:
-                page.click("#clear")
-                page.set_input_files("#photo", str(photo))
-                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-                facts["photo"] = page.inner_text("#prediction").strip()
-                page.click("#clear")
-                page.locator('#prediction[data-state="empty"]').wait_for()
-                dropped = page.evaluate_handle("""([name, base64]) => {
-                    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-                    const transfer = new DataTransfer();
-                    transfer.items.add(new File([bytes], name, { type: "image/png" }));
-                    return transfer;
-                }""", [Path(photo).name, base64.b64encode(Path(photo).read_bytes()).decode()])
-                page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
-                page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
-                facts["dropped"] = page.inner_text("#prediction").strip()
-            if screenshot:
-                read_drawing(page, screenshot_drawing or drawings[0])
-                page.mouse.move(0, 0)
-                page.wait_for_timeout(500)  # the bars' short animation ends
-                page.screenshot(path=str(screenshot))
-            return results, facts
-        finally:
-            browser.close()
+    screen = ({"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+               "has_touch": True} if phone else {"viewport": {"width": 1040, "height": 760}})
+    page = browser.new_page(**screen)
+    try:
+        page.on("console", lambda m: m.type == "error" and facts["errors"].append(m.text))
+        page.on("pageerror", lambda e: facts["errors"].append(str(e)))
+        page.on("request", lambda r: facts["requests"].append(r.url))
+        page.goto(url)
+        results = [(drawing, read_drawing(page, drawing)) for drawing in drawings]
+        facts["seen_pixels"] = page.evaluate("""() => {
+            const data = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;
+            let lit = 0;
+            for (let i = 0; i < data.length; i += 4) lit += data[i] > 60;
+            return lit;
+        }""")
+        if photo:
+            page.click("#clear")
+            page.set_input_files("#photo", str(photo))
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            facts["photo"] = page.inner_text("#prediction").strip()
+            page.click("#clear")
+            page.locator('#prediction[data-state="empty"]').wait_for()
+            dropped = page.evaluate_handle("""([name, base64]) => {
+                const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], name, { type: "image/png" }));
+                return transfer;
+            }""", [Path(photo).name, base64.b64encode(Path(photo).read_bytes()).decode()])
+            page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+            page.locator('#prediction[data-state="ready"]').wait_for(timeout=30_000)
+            facts["dropped"] = page.inner_text("#prediction").strip()
+        if screenshot:
+            read_drawing(page, screenshot_drawing or drawings[0])
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(500)  # the bars' short animation ends
+            page.screenshot(path=str(screenshot))
+        return results, facts
+    finally:
+        page.context.close()
 
 
 def main():

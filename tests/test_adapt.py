@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import browser_page, bundled_mnist, make_unreadable, refusal, run_cli
+from conftest import browser_page, bundled_mnist, make_unreadable, refusal, run_main
 from draw_accuracy import DRAWINGS, draw, start_server
 from PIL import Image, ImageFilter
 
@@ -85,7 +85,7 @@ def test_before_and_after_are_measured_on_held_out_digits_only(adapted):
 def test_the_adapted_model_reads_with_evaluate(adapted, tmp_path):
     _, _, folder, _, _ = adapted
     mine = write_own_digits(tmp_path / "more", 2, first=20)
-    result = run_cli("--evaluate", mine, "--model", folder / "model.keras", "--output-dir", tmp_path / "out")
+    result = run_main("--evaluate", mine, "--model", folder / "model.keras", "--output-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "Images: 20 of your digits" in result.stdout
 
@@ -117,15 +117,15 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(trained, tmp_pa
         model = tmp_path / "colour.keras"
         keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(model)
         expected = "not 28x28 digits to 10 classes"
-    message = refusal(run_cli("--adapt", mine, "--model", model, "--output-dir", tmp_path / "out"))
+    message = refusal(run_main("--adapt", mine, "--model", model, "--output-dir", tmp_path / "out"))
     assert message.startswith("error: ") and expected in message, message
     assert not (tmp_path / "out").exists()
 
 
 def test_adapt_takes_no_training_options_but_a_seed(tmp_path):
-    message = refusal(run_cli("--adapt", tmp_path, "--epochs", "3"))
+    message = refusal(run_main("--adapt", tmp_path, "--epochs", "3"))
     assert "--epochs is for training; --adapt uses a trained model" in message
-    assert "different modes" in refusal(run_cli("--adapt", tmp_path, "--evaluate", tmp_path))
+    assert "different modes" in refusal(run_main("--adapt", tmp_path, "--evaluate", tmp_path))
 
 
 def test_collect_in_a_browser_then_adapt_then_draw_with_the_new_model(trained, tmp_path):
@@ -147,7 +147,7 @@ def test_collect_in_a_browser_then_adapt_then_draw_with_the_new_model(trained, t
     finally:
         process.terminate()
         process.wait(timeout=60)
-    result = run_cli("--adapt", mine, "--model", out / "model.keras", "--output-dir", tmp_path / "out")
+    result = run_main("--adapt", mine, "--model", out / "model.keras", "--output-dir", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     adapted = tmp_path / "out" / "adapt-mine" / "model.keras"
     assert f"--draw --model {adapted}" in result.stdout

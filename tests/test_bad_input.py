@@ -20,6 +20,7 @@ from conftest import (
     make_unreadable,
     refusal,
     run_cli,
+    run_main,
     write_idx,
     write_npz_member,
 )
@@ -45,7 +46,7 @@ def out(tmp_path):
 
 
 def refuse_data(data, out, *words):
-    assert_refused(run_cli("--data", data, "--epochs", "1", "--output-dir", out), *words)
+    assert_refused(run_main("--data", data, "--epochs", "1", "--output-dir", out), *words)
 
 
 def test_missing_data_path(tmp_path, out):
@@ -55,7 +56,7 @@ def test_missing_data_path(tmp_path, out):
 def test_names_in_error_lines_are_escaped(tmp_path, out):
     """A newline or an escape sequence in a name the user gave shows as repr shows it: the line stays one."""
     refuse_data(tmp_path / "no\nsuch\x1b[2J", out, f"{tmp_path}/no\\nsuch\\x1b[2J does not exist")
-    assert_refused(run_cli("--epochs", "1", "stray\n\x1b[2Jword", "--output-dir", out),
+    assert_refused(run_main("--epochs", "1", "stray\n\x1b[2Jword", "--output-dir", out),
                    "unrecognized arguments: stray\\n\\x1b[2Jword")
 
 
@@ -107,7 +108,7 @@ def test_a_fifo_in_the_data_is_refused_without_being_opened(tmp_path, out, where
         fifo = tmp_path / "d" / "train" / str(y_train[0]) / "pipe.png"
         data, what = tmp_path / "d", "an image"
     os.mkfifo(fifo)
-    result = run_cli("--data", data, "--epochs", "1", "--output-dir", out, timeout=120)
+    result = run_main("--data", data, "--epochs", "1", "--output-dir", out)
     assert_refused(result, "--data", f"{fifo}: a named pipe (FIFO), not {what}: only regular files are read")
 
 
@@ -176,14 +177,14 @@ def test_bundled_file_with_wrong_checksum(tmp_path, out):
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"), ("--limit-train", "0"),
                                         ("--limit-test", "-5"), ("--epochs", "ten")])
 def test_numbers_must_be_positive(out, flag, value):
-    assert_refused(run_cli(flag, value, "--output-dir", out), flag, repr(value) if value == "ten" else value)
+    assert_refused(run_main(flag, value, "--output-dir", out), flag, repr(value) if value == "ten" else value)
 
 
 def test_output_dir_is_a_file(tmp_path):
     target = tmp_path / "taken"
     target.write_text("keep me")
-    assert_refused(run_cli("--epochs", "1", "--output-dir", target), "is a file")
-    assert_refused(run_cli("--epochs", "1", "--output-dir", target / "sub"), "is a file")
+    assert_refused(run_main("--epochs", "1", "--output-dir", target), "is a file")
+    assert_refused(run_main("--epochs", "1", "--output-dir", target / "sub"), "is a file")
     assert target.read_text() == "keep me"
 
 
@@ -193,7 +194,7 @@ def test_output_dir_not_writable(tmp_path):
     else:
         (tmp_path / "locked").mkdir(mode=0o500)
         target = tmp_path / "locked" / "out"
-    assert_refused(run_cli("--epochs", "1", "--output-dir", target), "not writable")
+    assert_refused(run_main("--epochs", "1", "--output-dir", target), "not writable")
 
 
 def test_keras_download_that_fails(tmp_path, out):

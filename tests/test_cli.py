@@ -4,7 +4,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import bundled_mnist, run_cli
+from conftest import bundled_mnist, run_main
 from PIL import Image
 
 from digits import cli, data
@@ -83,7 +83,7 @@ def test_saved_model_reproduces_the_reported_accuracy(trained):
 
 
 def test_help_shows_every_option_with_its_default():
-    result = run_cli("--help")
+    result = run_main("--help")
     assert result.returncode == 0
     text_of_help = " ".join(result.stdout.split())  # argparse wraps lines to the terminal's width
     assert "(default: None)" not in text_of_help and "(default: False)" not in text_of_help
@@ -99,7 +99,7 @@ def test_help_shows_every_option_with_its_default():
 
 
 def test_model_without_predict_is_refused(tmp_path):
-    result = run_cli("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
+    result = run_main("--model", tmp_path / "m.keras", "--output-dir", tmp_path / "out")
     assert result.returncode == 2
     assert "--model is only used with --predict, --draw, --evaluate or --adapt" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -1,7 +1,6 @@
 """Collecting your own digits on the drawing page (--draw --collect DIR): a real server over real
 HTTP, the page's Save buttons clicked in a real browser, and --evaluate DIR reading back what was saved."""
 import base64
-import http.client
 import io
 import json
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, browser_page, bundled_mnist, refusal, run_cli, served
+from conftest import ROOT, browser_page, bundled_mnist, refusal, request_json, run_main, served
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
@@ -21,20 +20,6 @@ from digits import folders
 from digits.collect import Collection
 
 SCREENSHOTS = os.environ.get("COLLECT_SCREENSHOTS")  # a folder: keep the page's screenshots there
-
-
-def request(url, method, path, payload=None):
-    """One request over real HTTP; (status, the JSON answer)."""
-    host, port = url.split("/")[2].split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    try:
-        body = None if payload is None else json.dumps(payload).encode()
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
 
 
 def drawing_of(digit, nth=0):
@@ -72,9 +57,9 @@ def plain(server):
 def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(collecting):
     url, folder, process = collecting
     assert any(f"Saving the drawings you label to {folder}/<digit>/" in line for line in process.output)
-    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": {str(d): 0 for d in range(10)},
-                                                    "adapt_minimum": 5})
-    status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
+    counts = {str(d): 0 for d in range(10)}
+    assert request_json(url, "GET", "/collection") == (200, {"collecting": True, "counts": counts, "adapt_minimum": 5})
+    status, reply = request_json(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
     assert status == 200, reply
     assert reply["digit"] == 3 and reply["counts"]["3"] == 1 and sum(reply["counts"].values()) == 1
     saved = folder / reply["saved"]
@@ -88,9 +73,9 @@ def test_a_saved_drawing_lands_in_its_digit_folder_with_what_the_model_saw(colle
     assert saved.stat().st_mode & 0o777 == seen.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file saved
     # --evaluate reads the drawing back into the very 28x28 image the model saw on the page
     assert np.array_equal(folders.read_digit(saved), small)
-    _, predicted = request(url, "POST", "/predict", {"strokes": drawing_of(3)["strokes"]})
+    _, predicted = request_json(url, "POST", "/predict", {"strokes": drawing_of(3)["strokes"]})
     assert np.array_equal(np.array(predicted["image"]), small)
-    assert request(url, "GET", "/collection") == (200, {"collecting": True, "counts": reply["counts"],
+    assert request_json(url, "GET", "/collection") == (200, {"collecting": True, "counts": reply["counts"],
                                                         "adapt_minimum": 5})
 
 
@@ -100,7 +85,7 @@ def test_names_never_collide_and_no_half_written_file_is_left(collecting):
     replies = []
 
     def save():
-        replies.append(request(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5}))
+        replies.append(request_json(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5}))
 
     threads = [threading.Thread(target=save) for _ in range(12)]
     for thread in threads:
@@ -133,21 +118,21 @@ def test_names_never_collide_and_no_half_written_file_is_left(collecting):
 def test_bad_saves_are_refused_and_nothing_is_written(collecting, payload):
     url, folder, _ = collecting
     before = sorted(p.relative_to(folder) for p in folder.parent.rglob("*"))
-    status, reply = request(url, "POST", "/save", payload)
+    status, reply = request_json(url, "POST", "/save", payload)
     assert status == 400 and isinstance(reply["error"], str) and reply["error"], reply
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
-    assert request(url, "GET", "/collection")[0] == 200  # still serving
+    assert request_json(url, "GET", "/collection")[0] == 200  # still serving
 
 
 def test_without_collect_there_is_nothing_to_save(plain):
-    assert request(plain, "GET", "/collection") == (200, {"collecting": False})
-    assert request(plain, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[0] == 404
+    assert request_json(plain, "GET", "/collection") == (200, {"collecting": False})
+    assert request_json(plain, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[0] == 404
 
 
 def test_collect_into_a_file_is_refused(trained, tmp_path):
     out, _, _ = trained
     (tmp_path / "file").write_text("x")
-    message = refusal(run_cli("--draw", "--port", 0, "--model", out / "model.keras", "--collect", tmp_path / "file"))
+    message = refusal(run_main("--draw", "--port", 0, "--model", out / "model.keras", "--collect", tmp_path / "file"))
     assert message == f"error: --collect: {tmp_path / 'file'} is a file, not a folder: choose another path"
 
 
@@ -165,7 +150,7 @@ def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, pla
         assert page.locator("#collect").is_hidden() and page.locator("#save-buttons button").count() == 0
         page.goto(url)
         page.locator('#save-buttons button[data-digit="9"]').wait_for()
-        counts = request(url, "GET", "/collection")[1]["counts"]
+        counts = request_json(url, "GET", "/collection")[1]["counts"]
         assert page.inner_text('#save-buttons button[data-digit="5"] .count') == str(counts["5"])
         for n, (digit, by_key) in enumerate([(7, False), (2, False), (0, True), (7, True)]):
             draw(page, drawing_of(digit, n % 2))
@@ -204,7 +189,7 @@ def test_save_buttons_in_a_browser_then_evaluate_reads_them_back(collecting, pla
     # --evaluate reads every saved drawing back under the digit it was saved as, each once
     out, _, _ = trained
     report = tmp_path / "report"
-    result = run_cli("--evaluate", folder, "--model", out / "model.keras", "--output-dir", report)
+    result = run_main("--evaluate", folder, "--model", out / "model.keras", "--output-dir", report)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((report / f"evaluate-{folder.name}" / "metrics.json").read_text())
     read_back = {f"{p['path'].split(os.sep)[-2]}/{p['path'].split(os.sep)[-1]}": p["label"]
@@ -218,14 +203,15 @@ def test_a_number_is_not_saved_as_one_digit(collecting):
     the page shows the refusal where it shows what was saved."""
     url, folder, _ = collecting
     before = sorted(p.relative_to(folder) for p in folder.parent.rglob("*"))
-    status, reply = request(url, "POST", "/save", {"strokes": number_drawing("42")["strokes"], "digit": 4})
+    status, reply = request_json(url, "POST", "/save", {"strokes": number_drawing("42")["strokes"], "digit": 4})
     assert (status, reply) == (400, {"error": "the drawing holds 2 digits, nothing saved: save one digit at a "
                                               "time (Clear, then draw one)"})
     x_test = bundled_mnist().x_test  # a photo of a number is told by the number reader, as /predict tells it
     row = Image.fromarray(255 - np.pad(np.concatenate([x_test[0], x_test[1], x_test[2]], axis=1), 20))
     photo = io.BytesIO()
     row.resize((row.width * 4, row.height * 4)).save(photo, "PNG")
-    status, reply = request(url, "POST", "/save", {"image": base64.b64encode(photo.getvalue()).decode(), "digit": 7})
+    image = base64.b64encode(photo.getvalue()).decode()
+    status, reply = request_json(url, "POST", "/save", {"image": image, "digit": 7})
     assert (status, reply) == (400, {"error": "the photo holds 3 digits, nothing saved: save one digit at a "
                                               "time (Clear, then draw one)"})
     assert sorted(p.relative_to(folder) for p in folder.parent.rglob("*")) == before
@@ -259,10 +245,10 @@ def test_a_collection_full_in_bytes_refuses_more_and_says_so(tmp_path):
     save is answered 409 with a message the page shows, and nothing is written."""
     folder = tmp_path / "mine"
     with served(Collection(folder, max_bytes=1)) as url:  # one byte: the first save fills it
-        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
+        status, reply = request_json(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})
         assert status == 200, reply
         before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5})
+        status, reply = request_json(url, "POST", "/save", {"strokes": drawing_of(5)["strokes"], "digit": 5})
         assert status == 409 and reply["error"].startswith(f"{folder} already holds ")
         assert "MiB of drawings, as much as one page saves (0.0 MiB): collect into another folder" in reply["error"]
         assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
@@ -271,28 +257,28 @@ def test_a_collection_full_in_bytes_refuses_more_and_says_so(tmp_path):
 def test_undo_removes_only_the_file_this_server_saved_while_it_is_still_there(tmp_path):
     folder = tmp_path / "mine"
     with served(Collection(folder)) as url:
-        first = request(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[1]["saved"]
-        status, reply = request(url, "POST", "/save", {"strokes": drawing_of(3, 1)["strokes"], "digit": 3})
+        first = request_json(url, "POST", "/save", {"strokes": drawing_of(3)["strokes"], "digit": 3})[1]["saved"]
+        status, reply = request_json(url, "POST", "/save", {"strokes": drawing_of(3, 1)["strokes"], "digit": 3})
         assert status == 200 and reply["counts"]["3"] == 2
         last = reply["saved"]
-        assert request(url, "POST", "/undo", {"saved": last}) == (
+        assert request_json(url, "POST", "/undo", {"saved": last}) == (
             200, {"removed": last, "counts": {**{str(d): 0 for d in range(10)}, "3": 1}})
         assert not (folder / last).exists() and not (folder / "3" / ".seen" / last.split("/")[1]).exists()
         assert (folder / first).is_file() and (folder / "3" / ".seen" / first.split("/")[1]).is_file()
-        status, reply = request(url, "POST", "/undo", {"saved": last})  # undone once: nothing more to undo
+        status, reply = request_json(url, "POST", "/undo", {"saved": last})  # undone once: nothing more to undo
         assert status == 404 and "is not a drawing this page saved: nothing removed" in reply["error"]
         (folder / "3" / "mine.png").write_bytes(b"the user's own file")  # not the server's to remove
         for name in ["3/mine.png", "../mine/3/mine.png", first.replace("/", "/../3/")]:
-            status, reply = request(url, "POST", "/undo", {"saved": name})
+            status, reply = request_json(url, "POST", "/undo", {"saved": name})
             assert status == 404, reply
         assert (folder / "3" / "mine.png").read_bytes() == b"the user's own file"
         (folder / first).unlink()  # replaced by another file of that name: not the drawing saved
         (folder / first).write_bytes(b"another file")
-        status, reply = request(url, "POST", "/undo", {"saved": first})
+        status, reply = request_json(url, "POST", "/undo", {"saved": first})
         assert (status, reply) == (410, {"error": f"{first} is no longer there as it was saved: nothing removed"})
         assert (folder / first).read_bytes() == b"another file"
         for payload in [{"saved": 3}, {"saved": first, "digit": 3}, {}, [first]]:
-            status, reply = request(url, "POST", "/undo", payload)
+            status, reply = request_json(url, "POST", "/undo", payload)
             assert status == 400 and reply["error"], reply
     with served(None) as url:  # without --collect: nothing to undo
-        assert request(url, "POST", "/undo", {"saved": first})[0] == 404
+        assert request_json(url, "POST", "/undo", {"saved": first})[0] == 404

@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import bundled_mnist, make_idx_folder, run_cli, small_mnist, write_npz_member
+from conftest import bundled_mnist, make_idx_folder, run_main, small_mnist, write_npz_member
 
 from digits import data, errors
 
@@ -211,8 +211,8 @@ def test_float_pixels_in_0_1_train_exactly_like_uint8(tmp_path):
              (x_test / 255).astype("float32"), y_test)
     runs = {}
     for name in ("uint8", "float"):
-        result = run_cli("--data", tmp_path / f"{name}.npz", "--epochs", "2", "--batch-size", "32", "--seed", "0",
-                         "--precision", "float32", "--output-dir", tmp_path / name)
+        result = run_main("--data", tmp_path / f"{name}.npz", "--epochs", "2", "--batch-size", "32", "--seed", "0",
+                          "--precision", "float32", "--output-dir", tmp_path / name)
         assert result.returncode == 0, result.stderr
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
         runs[name]["history"].pop("epoch_seconds")

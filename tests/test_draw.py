@@ -4,11 +4,20 @@ import base64
 import io
 import json
 import signal
-import socket
 
 import numpy as np
 import pytest
-from conftest import browser_or_skip, browser_page, bundled_mnist, phone_photo, refusal, run_cli, served
+from conftest import (
+    browser_or_skip,
+    browser_page,
+    bundled_mnist,
+    http,
+    phone_photo,
+    refusal,
+    run_main,
+    served,
+    shared_browser,
+)
 from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 from PIL import Image
 
@@ -25,26 +34,6 @@ QUICK_MODEL_RIGHT = 24
 # The ten numbers of draw_accuracy.NUMBERS (two and three digits) are read by the shipped number
 # reader, whatever the model: it reads all 10 drawn with the mouse in headless Chromium.
 NUMBERS_RIGHT = 10
-
-
-def http(url, method, target, body=b"", headers=None, content_type="application/json"):
-    """Send one request exactly as written (no client-side clean-up of the path); return (status, body)."""
-    host, port = url.split("/")[2].split(":")
-    lines = [f"{method} {target} HTTP/1.1", "Connection: close"]
-    if not any(h.lower().startswith("host:") for h in headers or []):
-        lines.append(f"Host: {host}:{port}")
-    if content_type:
-        lines.append(f"Content-Type: {content_type}")
-    if body is not None and not any(h.lower().startswith("content-length") for h in headers or []):
-        lines.append(f"Content-Length: {len(body)}")
-    lines += headers or []
-    with socket.create_connection((host, int(port)), timeout=60) as connection:
-        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
-    head, _, content = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), content
 
 
 def predict(url, payload):
@@ -107,7 +96,7 @@ def test_a_photo_is_read_exactly_as_predict_reads_it(server, trained, tmp_path):
         image, extension = phone_photo(x_test[i], kind, rng)
         paths.append(tmp_path / f"photo{i}.{extension}")
         image.save(paths[-1])
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     for path in paths:
         status, reply = predict(url, {"image": base64.b64encode(path.read_bytes()).decode()})
@@ -202,7 +191,7 @@ def test_escape_clears_the_page(server):
 
 
 def test_without_a_model_it_says_train_first(tmp_path):
-    result = run_cli("--draw", "--port", "0", "--output-dir", tmp_path / "nothing")
+    result = run_main("--draw", "--port", "0", "--output-dir", tmp_path / "nothing")
     message = refusal(result)
     assert "no trained model at" in message and "train one with" in message
 
@@ -211,7 +200,7 @@ def test_a_port_in_use_is_refused_with_another_suggested(server, trained):
     out, _, _ = trained
     _, url = server
     port = int(url.split(":")[2].strip("/"))
-    result = run_cli("--draw", "--port", port, "--model", out / "model.keras")
+    result = run_main("--draw", "--port", port, "--model", out / "model.keras")
     message = refusal(result)
     assert f"port {port} is already in use" in message and f"--port {port + 1}" in message
 
@@ -244,7 +233,7 @@ def test_digits_drawn_with_the_mouse_in_a_browser_are_read(server, tmp_path):
     photo, extension = phone_photo(x_test[7], "gray-png", np.random.default_rng(0))
     photo_path = tmp_path / f"photo.{extension}"
     photo.save(photo_path)
-    results, browser = read_all(url, DRAWINGS["drawings"], chromium, photo=photo_path)
+    results, browser = read_all(url, DRAWINGS["drawings"], chromium, photo=photo_path, browser=shared_browser())
     wrong = [(d["digit"], d["style"], seen) for d, seen in results if seen != str(d["digit"])]
     assert len(results) - len(wrong) >= QUICK_MODEL_RIGHT, wrong
     assert browser["photo"] == str(y_test[7])  # by the file picker

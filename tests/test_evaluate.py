@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import KINDS, bundled_mnist, make_unreadable, phone_photo, predictions, refusal, run_cli
+from conftest import KINDS, bundled_mnist, make_unreadable, phone_photo, predictions, refusal, run_main
 from PIL import Image
 
 from digits import folders
@@ -49,10 +49,10 @@ def evaluated(trained, tmp_path_factory):
     (root / "5" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (root / "5" / ".hidden.png").write_bytes(b"skipped: hidden")
     report = tmp_path_factory.mktemp("report")
-    result = run_cli("--evaluate", root, "--model", out / "model.keras", "--output-dir", report)
+    result = run_main("--evaluate", root, "--model", out / "model.keras", "--output-dir", report)
     report = report / f"evaluate-{root.name}"  # beside a training run's outputs, not over them
-    one_by_one = run_cli("--predict", *labels, "--model", out / "model.keras", "--output-dir",
-                         tmp_path_factory.mktemp("predict"))
+    one_by_one = run_main("--predict", *labels, "--model", out / "model.keras", "--output-dir",
+                          tmp_path_factory.mktemp("predict"))
     return root, labels, report, result, one_by_one
 
 
@@ -115,7 +115,7 @@ def odd_folder(trained, tmp_path_factory):
     except pytest.skip.Exception:
         locked = None
     report = tmp_path_factory.mktemp("report")
-    result = run_cli("--evaluate", root, "--model", out / "model.keras", "--output-dir", report, timeout=180)
+    result = run_main("--evaluate", root, "--model", out / "model.keras", "--output-dir", report)
     return root, report / f"evaluate-{root.name}", result, locked
 
 
@@ -163,7 +163,7 @@ def test_data_folders_train_a_model(tmp_path):
     pairs = {image.tobytes(): label for image, label in zip(x_train[:600], y_train[:600])}
     assert all(pairs[image.tobytes()] == label for image, label in zip(loaded.x_train, loaded.y_train))
     out = tmp_path / "out"
-    result = run_cli("--data", tmp_path / "set", "--epochs", "1", "--batch-size", "32", "--output-dir", out)
+    result = run_main("--data", tmp_path / "set", "--epochs", "1", "--batch-size", "32", "--output-dir", out)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["train_images"] == 600 and metrics["data"]["test_images"] == 200
@@ -181,8 +181,8 @@ def test_a_folder_of_too_many_files_is_refused_before_reading(tmp_path, monkeypa
 
 
 def evaluate_refusal(root, tmp_path, *extra):
-    return refusal(run_cli("--evaluate", root, "--model", tmp_path / "none.keras", "--output-dir",
-                           tmp_path / "out", *extra))
+    return refusal(run_main("--evaluate", root, "--model", tmp_path / "none.keras", "--output-dir",
+                            tmp_path / "out", *extra))
 
 
 def test_evaluate_refuses_a_bad_folder_in_one_line(tmp_path):
@@ -216,7 +216,7 @@ def test_an_unreadable_digit_folder_is_refused_in_one_line(tmp_path, mode):
         write_mnist_pngs(root / "test", x_test[5:8], y_test[5:8], "d")
     locked = make_unreadable(images / "3", folder=True)
     args = ["--data", root, "--epochs", "1"] if mode == "--data" else ["--evaluate", root, "--model", tmp_path / "m"]
-    message = refusal(run_cli(*args, "--output-dir", tmp_path / "out"))
+    message = refusal(run_main(*args, "--output-dir", tmp_path / "out"))
     assert message == f"error: {mode}: {locked}: permission denied: make the folder readable (chmod +rx)"
 
 
@@ -225,7 +225,7 @@ def test_evaluate_refuses_a_folder_where_nothing_can_be_read(trained, tmp_path):
     (tmp_path / "mine" / "4").mkdir(parents=True)
     (tmp_path / "mine" / "4" / "a.png").write_bytes(b"not a png")
     Image.new("RGB", (60, 60), "white").save(tmp_path / "mine" / "4" / "white.jpg")  # read as a digit before
-    result = run_cli("--evaluate", tmp_path / "mine", "--model", out / "model.keras", "--output-dir", tmp_path / "o")
+    result = run_main("--evaluate", tmp_path / "mine", "--model", out / "model.keras", "--output-dir", tmp_path / "o")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and "Traceback" not in result.stderr
@@ -238,14 +238,14 @@ def test_evaluate_refuses_a_folder_where_nothing_can_be_read(trained, tmp_path):
     (["--collect", "d"], "--collect saves the digits drawn on the drawing page: use it with --draw"),
 ])
 def test_options_that_do_not_go_together_are_refused(args, words):
-    assert words in refusal(run_cli(*args))
+    assert words in refusal(run_main(*args))
 
 
 def test_data_folders_refuse_what_cannot_train(tmp_path):
     """Each refusal names --data and the problem: a folder not named after a digit, an empty set,
     an unreadable image, an image too large (in bytes, or in pixels by its header)."""
     def data_refusal(root):
-        message = refusal(run_cli("--data", root, "--epochs", "1", "--output-dir", tmp_path / "out"))
+        message = refusal(run_main("--data", root, "--epochs", "1", "--output-dir", tmp_path / "out"))
         assert message.startswith("error: --data: "), message
         return message
 

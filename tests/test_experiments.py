@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import bundled_mnist, refusal, run_cli
+from conftest import bundled_mnist, refusal, run_main
 from PIL import Image
 
 from digits import networks
@@ -17,7 +17,7 @@ RESNET_QUICK = ["--limit-train", "2000", "--limit-test", "500", "--epochs", "2",
 
 def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):
     out = tmp_path / "out"
-    result = run_cli(*RESNET_QUICK, "--architecture", "resnet", "--tensorboard", "--output-dir", out)
+    result = run_main(*RESNET_QUICK, "--architecture", "resnet", "--tensorboard", "--output-dir", out)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     config = metrics["config"]
@@ -31,7 +31,7 @@ def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):
     for i in range(5):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(255 - x_test[i]).resize((112, 112)).save(paths[-1])
-    result = run_cli("--predict", *paths, "--output-dir", out)
+    result = run_main("--predict", *paths, "--output-dir", out)
     assert result.returncode == 0, result.stderr
     predicted = [int(m.group(1)) for m in re.finditer(r"digit\d\.png: (\d) ", result.stdout)]
     assert len(predicted) == 5 and np.mean(np.array(predicted) == y_test[:5]) >= 0.8
@@ -48,8 +48,8 @@ def test_resnet_quick_run_saves_a_model_that_predict_reads(tmp_path):
 def test_a_wider_cnn_without_hidden_layer(tmp_path):
     out = tmp_path / "out"
     small = ["--limit-train", "500", "--limit-test", "200", "--epochs", "1", "--precision", "float32"]  # its shape only
-    result = run_cli(*small, "--filters", "16", "32", "64", "--dense-units", "0", "--learning-rate", "0.002",
-                     "--output-dir", out)
+    result = run_main(*small, "--filters", "16", "32", "64", "--dense-units", "0", "--learning-rate", "0.002",
+                      "--output-dir", out)
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "metrics.json").read_text())["config"]
     # 3x3x1x16+16, 3x3x16x32+32, 3x3x32x64+64 (28 -> 13 -> 5 -> 1 pixels), then 64x10+10
@@ -74,7 +74,7 @@ def test_defaults_are_recorded(trained):
     (["--architecture", "vgg"], ["--architecture", "invalid choice"]),
 ])
 def test_impossible_settings_are_refused_before_training(tmp_path, flags, words):
-    result = run_cli(*flags, "--output-dir", tmp_path / "out")
+    result = run_main(*flags, "--output-dir", tmp_path / "out")
     message = refusal(result)
     for word in words:
         assert word in message, message

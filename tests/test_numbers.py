@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import KINDS, ROOT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli
+from conftest import KINDS, ROOT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli, run_main
 from PIL import Image, ImageDraw, ImageFilter
 
 import train_number_reader
@@ -191,8 +191,8 @@ def test_numbers_are_read_digit_by_digit_left_to_right(trained, tmp_path):
         written_number(x_test[chosen], rng, dark_ink=n % 2 == 0).save(path, quality=85)
         numbers[str(path)] = "".join(str(y_test[i]) for i in chosen)
     examples = {str(path): path.name.split("-")[1] for path in sorted((ROOT / "data" / "examples").glob("number-*"))}
-    result = run_cli("--predict", *numbers, *examples, "--model", out / "model.keras",
-                     "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *numbers, *examples, "--model", out / "model.keras",
+                      "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     said = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
     assert len(examples) == 2 and {path: said[path].split(" ")[0] for path in examples} == examples, said
@@ -288,7 +288,7 @@ def test_a_broken_digit_is_read_as_one_digit_by_the_program(trained, tmp_path):
     for name, strokes in BROKEN.items():
         paths.append(tmp_path / f"{name}.png")
         broken_photo(strokes, rng).save(paths[-1])
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     read = predictions(result.stdout)  # the lines of one digit each
     assert len(read) >= len(paths) - 1, result.stdout
@@ -303,8 +303,8 @@ def test_more_than_a_number_is_refused_with_a_line_and_the_rest_are_read(trained
     Image.fromarray(x_test[0]).save(tmp_path / "seven.png")
     with pytest.raises(InputError, match="crop the picture"):
         find_digits(read_image(tmp_path / "page.png")[0], number_reader)
-    result = run_cli("--predict", tmp_path / "page.png", tmp_path / "phone-number.png", tmp_path / "seven.png",
-                     "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", tmp_path / "page.png", tmp_path / "phone-number.png", tmp_path / "seven.png",
+                      "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"{tmp_path / 'page.png'}: error: ") and "crop the picture" in line, line
@@ -413,7 +413,7 @@ def test_a_missing_or_damaged_reader_file_is_one_line_that_says_how_to_get_it(tr
     damaged = tmp_path / "damaged.keras"
     damaged.write_bytes(b"PK\x03\x04 not really a zip archive")
     for reader, words in ((tmp_path / "missing.keras", "no number reader at"), (damaged, "is damaged")):
-        message = refusal(run_cli("--predict", photo, "--model", out / "model.keras", "--reader", reader))
+        message = refusal(run_main("--predict", photo, "--model", out / "model.keras", "--reader", reader))
         assert message.startswith("error: --reader: ") and words in message, message
         assert "git checkout models/number_reader.keras" in message and "train_number_reader.py" in message
 

@@ -1,11 +1,9 @@
 """Reading photos of digits (--predict): what is a digit and what is only paper, and the order of the report."""
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, bundled_mnist, flat_images, phone_photo, predictions, refusal, run_cli
+from conftest import SCRIPT, bundled_mnist, flat_images, phone_photo, predictions, refusal, run_main
 from PIL import Image
 
 from digits.photos import read_image, to_mnist_form
@@ -28,7 +26,7 @@ def test_pictures_without_a_digit_are_blank_and_the_digits_beside_them_are_read(
     digit = tmp_path / "digit.png"
     image, _ = phone_photo(x_test[0], "gray-png", np.random.default_rng(0))
     image.save(digit)
-    result = run_cli("--predict", *blank, digit, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *blank, digit, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     read_as_digits = [line for line in result.stdout.splitlines() if ": error:" not in line and "(" in line]
     assert read_as_digits == [line for line in read_as_digits if line.startswith(f"{digit}: ")]
@@ -46,13 +44,6 @@ def test_a_blank_picture_is_blank_in_the_pipeline_too():
     assert to_mnist_form(np.zeros((28, 28), np.float32)) is None  # no shortcut for an MNIST-sized black square
 
 
-def run_merged(*args):
-    """Run the program with stderr into stdout, as a terminal shows them."""
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300, check=False,
-                          env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
-
-
 def test_results_are_printed_in_the_order_given_failures_in_place(trained, tmp_path):
     out, _, _ = trained
     x_test = bundled_mnist().x_test
@@ -61,8 +52,8 @@ def test_results_are_printed_in_the_order_given_failures_in_place(trained, tmp_p
     (tmp_path / "notes.png").write_text("this is not a picture")
     Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")
     order = ["digit0.png", "notes.png", "digit1.png", "missing.png", "blank.png", "digit2.png"]
-    result = run_merged("--predict", *(tmp_path / name for name in order), "--model", out / "model.keras",
-                        "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *(tmp_path / name for name in order), "--model", out / "model.keras",
+                      "--output-dir", tmp_path / "pred", merged=True)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert [line.split(": ")[0] for line in lines[: len(order)]] == [str(tmp_path / name) for name in order]
@@ -79,7 +70,7 @@ def test_a_file_that_is_no_keras_model_is_called_so_plainly(tmp_path, name, cont
         Image.new("L", (28, 28)).save(path)
     else:
         path.write_bytes(content)
-    message = refusal(run_cli("--predict", tmp_path / "x.png", "--model", path))
+    message = refusal(run_main("--predict", tmp_path / "x.png", "--model", path))
     assert message.startswith(f"error: --model: {path} is not a Keras model file"), message
     assert message.count("(") == message.count(")") and message.count("`") % 2 == 0, message
     assert "Keras 3 only supports" not in message and "File not found" not in message, message
@@ -139,7 +130,7 @@ def test_a_ballpoint_digit_on_a_page_photographed_whole_is_read(trained, tmp_pat
     for n, drawing in enumerate(drawings[::2]):  # 15 of the 30 drawn digits, every digit
         paths[tmp_path / f"page{n}-{drawing['digit']}.jpg"] = drawing["digit"]
         thin_pen_photo(drawing, rng).save(next(reversed(paths)), quality=90)
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     predicted = predictions(result.stdout)
     assert result.returncode == 0, result.stderr  # none blank
     right = sum(predicted[str(path)] == label for path, label in paths.items())

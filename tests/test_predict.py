@@ -17,7 +17,7 @@ from conftest import (
     phone_photo,
     predictions,
     refusal,
-    run_cli,
+    run_main,
 )
 from PIL import Image
 
@@ -59,8 +59,8 @@ def read_together(trained, tmp_path_factory):
     photos_of = {"phone": phone_photos(model, folder / "phone"),
                  "bold": bold_photos(model, folder / "bold", 120, np.random.default_rng(3)),
                  "examples": {str(path): int(path.name.split("-")[1]) for path in examples}}
-    result = run_cli("--predict", *(path for paths in photos_of.values() for path in paths),
-                     "--model", out / "model.keras", "--output-dir", folder / "pred")
+    result = run_main("--predict", *(path for paths in photos_of.values() for path in paths),
+                      "--model", out / "model.keras", "--output-dir", folder / "pred")
     assert result.returncode == 0, result.stderr
     return photos_of, predictions(result.stdout), folder / "pred"
 
@@ -100,8 +100,8 @@ def test_bad_images_each_get_a_line_and_the_rest_are_predicted(trained, tmp_path
     Image.fromarray(x_test[0]).save(good)
     (tmp_path / "notes.png").write_text("this is not a picture")
     Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")
-    result = run_cli("--predict", tmp_path / "missing.png", tmp_path / "notes.png", tmp_path / "blank.png", good,
-                     "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", tmp_path / "missing.png", tmp_path / "notes.png", tmp_path / "blank.png", good,
+                      "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = result.stderr.strip().splitlines()
@@ -171,7 +171,7 @@ def test_16_bit_float_32_bit_and_transparent_images_are_read_in_their_range(trai
 
     assert Image.open(tmp_path / "sixteen.png").mode == "I;16" and Image.open(tmp_path / "float.tif").mode == "F"
     assert Image.open(tmp_path / "thirty-two.tif").mode == "I"
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     predicted = predictions(result.stdout)
     assert predicted == {str(path): int(y_test[i]) for path, i in paths.items()}
@@ -201,8 +201,8 @@ def test_unreadable_images_each_get_a_line_and_the_rest_are_predicted(trained, t
     big = Image.new("L", (12000, 9000), 235)
     big.paste(Image.fromarray(np.uint8(235 - 200 * digit_array(x_test, 1))).resize((2480, 2480)), (4000, 3000))
     big.save(tmp_path / "big.jpg", quality=90)
-    result = run_cli("--predict", tmp_path / "bomb.png", tmp_path / "good.png", tmp_path / "cut.png",
-                     tmp_path / "big.jpg", tmp_path, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", tmp_path / "bomb.png", tmp_path / "good.png", tmp_path / "cut.png",
+                      tmp_path / "big.jpg", tmp_path, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         (f"{tmp_path / 'bomb.png'}: error: declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too large "
@@ -234,9 +234,9 @@ def odd_files(trained, tmp_path_factory):
     except pytest.skip.Exception:
         locked = None
     odd = [folder / "pipe.png"] + ([locked] if locked else [])
-    result = run_cli("--predict", *odd, folder / "good.png", *(folder / name for name in NAMES), folder / "gone\n.png",
-                     "--model", out / "model.keras",
-                     "--output-dir", folder / "pred", timeout=180)
+    result = run_main("--predict", *odd, folder / "good.png", *(folder / name for name in NAMES), folder / "gone\n.png",
+                      "--model", out / "model.keras",
+                      "--output-dir", folder / "pred")
     return folder, result, locked
 
 
@@ -285,7 +285,7 @@ def test_names_in_the_picture_keep_their_extension():
 
 def test_predict_without_a_model_names_the_command_that_makes_it(tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
-    result = run_cli("--predict", tmp_path / "x.png", "--output-dir", tmp_path / "runs x")
+    result = run_main("--predict", tmp_path / "x.png", "--output-dir", tmp_path / "runs x")
     message = refusal(result)
     assert message == (f"error: no trained model at {tmp_path / 'runs x' / 'model.keras'}: train one with "
                        f"`python {SCRIPT.name} --output-dir '{tmp_path / 'runs x'}'`, or pass --model PATH")
@@ -297,7 +297,7 @@ def test_a_damaged_model_file_is_called_damaged(trained, tmp_path):
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
     content = (out / "model.keras").read_bytes()
     (tmp_path / "model.keras").write_bytes(content[: len(content) // 2])
-    result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "model.keras")
+    result = run_main("--predict", tmp_path / "x.png", "--model", tmp_path / "model.keras")
     message = refusal(result)
     assert message.startswith(f"error: --model: {tmp_path / 'model.keras'} is damaged or not a Keras model file")
 
@@ -307,7 +307,7 @@ def test_a_model_for_other_inputs_is_refused(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
     model.save(tmp_path / "cifar.keras")
     Image.new("L", (28, 28)).save(tmp_path / "x.png")
-    result = run_cli("--predict", tmp_path / "x.png", "--model", tmp_path / "cifar.keras")
+    result = run_main("--predict", tmp_path / "x.png", "--model", tmp_path / "cifar.keras")
     message = refusal(result)
     assert "is a model for inputs (None, 32, 32, 3)" in message and "not 28x28 digits" in message
 
@@ -317,8 +317,8 @@ def test_an_unwritable_picture_is_one_line_and_a_failure(trained, tmp_path):
     _, _, x_test, y_test, _ = bundled_mnist()
     Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
     (tmp_path / "pred" / "predictions.png").mkdir(parents=True)  # a folder in the picture's place
-    result = run_cli("--predict", tmp_path / "digit.png", "--model", out / "model.keras",
-                     "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", tmp_path / "digit.png", "--model", out / "model.keras",
+                      "--output-dir", tmp_path / "pred")
     assert result.returncode == 1
     assert predictions(result.stdout) == {str(tmp_path / "digit.png"): int(y_test[0])}
     assert result.stderr.strip() == (f"error: could not write {tmp_path / 'pred' / 'predictions.png'} (Is a "
@@ -327,7 +327,7 @@ def test_an_unwritable_picture_is_one_line_and_a_failure(trained, tmp_path):
 
 
 def test_help_says_a_number_per_image():
-    result = run_cli("--help")
+    result = run_main("--help")
     assert "read the number in each image" in " ".join(result.stdout.split())
 
 
@@ -349,8 +349,8 @@ def test_an_unsure_reading_names_the_runners_up(trained, tmp_path):
         blend = np.maximum(x_test[i], x_test[j]) if i % 4 else (x_test[i] // 2 + x_test[j] // 2)
         Image.fromarray(blend).save(tmp_path / f"blend{i}.png")
     Image.fromarray(x_test[0]).save(tmp_path / "clear.png")
-    result = run_cli("--predict", *sorted(tmp_path.glob("*.png")), "--model", out / "model.keras",
-                     "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *sorted(tmp_path.glob("*.png")), "--model", out / "model.keras",
+                      "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     lines = {line.split(": ")[0]: line.split(": ", 1)[1] for line in result.stdout.splitlines() if ".png: " in line}
     unsure = [reading for reading in lines.values() if float(reading.split("(")[1].split("%")[0]) < 90]
@@ -369,8 +369,8 @@ def test_an_unsure_reading_names_the_runners_up(trained, tmp_path):
 def test_every_image_failing_writes_nothing_and_exits_1(trained, tmp_path):
     out, _, _ = trained
     (tmp_path / "notes.png").write_text("not a picture")
-    result = run_cli("--predict", tmp_path / "missing.png", tmp_path / "notes.png", "--model", out / "model.keras",
-                     "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", tmp_path / "missing.png", tmp_path / "notes.png", "--model", out / "model.keras",
+                      "--output-dir", tmp_path / "pred")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 2 and "Saved:" not in result.stdout
     assert not (tmp_path / "pred").exists()
@@ -384,7 +384,7 @@ def test_more_than_a_thousand_images_are_all_read_in_order(trained, tmp_path):
     for i in range(1001):
         paths.append(tmp_path / f"{i:04d}.png")
         Image.fromarray(x_test[i]).save(paths[-1])
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     read = predictions(result.stdout)
     assert list(read) == [str(path) for path in paths]
@@ -421,7 +421,7 @@ def test_an_image_of_several_frames_says_that_its_first_is_read(trained, tmp_pat
     with Image.open(tmp_path / "moving.gif") as gif, Image.open(tmp_path / "pages.tif") as tif:
         assert (gif.n_frames, tif.n_frames) == (3, 2)
     paths = [tmp_path / name for name in ("moving.gif", "pages.tif", "still.png")]
-    result = run_cli("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
+    result = run_main("--predict", *paths, "--model", out / "model.keras", "--output-dir", tmp_path / "pred")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     at = lines.index(f"{paths[0]}: 3 frames, read the first")

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, refusal, run_cli
+from conftest import SCRIPT, refusal, run_cli, run_main
 
 TINY = ["--limit-train", "1000", "--limit-test", "300", "--epochs", "1", "--batch-size", "64",
         "--precision", "float32"]  # no timing of the precisions: a run of a few seconds
@@ -27,14 +27,14 @@ TINY = ["--limit-train", "1000", "--limit-test", "300", "--epochs", "1", "--batc
 @pytest.mark.parametrize("typo, meant", [(["--epoch", "2"], "--epochs"), (["--batch", "64"], "--batch-size"),
                                          (["--limit-t", "100"], "--limit-test")])
 def test_an_abbreviated_option_is_refused_with_the_option_meant(tmp_path, typo, meant):
-    message = refusal(run_cli(*typo, "--output-dir", tmp_path / "out"))
+    message = refusal(run_main(*typo, "--output-dir", tmp_path / "out"))
     assert "unrecognized arguments" in message and meant in message
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("modes", [["--draw", "--predict", "x.png"], ["--predict", "x.png", "--draw"]])
 def test_predict_and_draw_together_are_refused(tmp_path, modes):
-    message = refusal(run_cli(*modes, "--output-dir", tmp_path))
+    message = refusal(run_main(*modes, "--output-dir", tmp_path))
     assert "--predict and --draw" in message
 
 
@@ -42,7 +42,7 @@ def test_predict_and_draw_together_are_refused(tmp_path, modes):
 
 def quick_run(out, *args):
     """A real run of a few seconds into `out`: (result, metrics)."""
-    result = run_cli(*TINY, "--seed", "0", "--output-dir", out, *args)
+    result = run_main(*TINY, "--seed", "0", "--output-dir", out, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result, json.loads((out / "metrics.json").read_text())
 

@@ -9,43 +9,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import zlib
 
 import numpy as np
 import pytest
-from conftest import browser_page, bundled_mnist, flat_images, phone_photo
+from conftest import address, browser_page, bundled_mnist, exchange, flat_images, phone_photo
 from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
 from digits.numbers import find_digits
 from digits.photos import read_image
-
-
-def address(url):
-    """(host, port) of a server's URL, brackets of an IPv6 address dropped."""
-    found = re.fullmatch(r"http://\[?([^\]/]+?)\]?:(\d+)/", url)
-    return found.group(1), int(found.group(2))
-
-
-def exchange(url, head, body=b"", read_first=False):
-    """Send a request's head lines (bytes: nothing is cleaned up) and its body; (status, reply body).
-
-    Sends the whole body before reading, as simple clients do (read_first: reads as soon as the
-    head is sent, as a client that expects an early answer does).
-    """
-    host, port = address(url)
-    with socket.create_connection((host, port), timeout=60) as connection:
-        connection.sendall(b"\r\n".join(head) + b"\r\n\r\n")
-        if not read_first:
-            connection.sendall(body)
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
-    head, _, content = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), content
 
 
 def post(url, body, *extra, length=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import bundled_mnist, run_cli
+from conftest import bundled_mnist, run_cli, run_main
 
 from digits import evaluation, networks, precision, settings, training
 
@@ -142,7 +142,7 @@ def test_validation_split_watches_held_out_training_images(non_default_run):
 
 @pytest.mark.parametrize("value", ["1", "-0.1", "half"])
 def test_validation_split_must_be_a_fraction(tmp_path, value):
-    result = run_cli("--validation-split", value, "--output-dir", tmp_path / "out")
+    result = run_main("--validation-split", value, "--output-dir", tmp_path / "out")
     assert result.returncode == 2 and "--validation-split" in result.stderr and "Traceback" not in result.stderr
 
 
