@@ -217,9 +217,10 @@ def exchange(url, head, body=b"", read_first=False):
     return int(head.split()[1]), content
 
 
-def http(url, method, target, body=b"", headers=(), content_type="application/json"):
+def http(url, method, target, body=b"", headers=None, content_type="application/json"):
     """Send one request exactly as written (no client-side clean-up of the path), with a Host, its
     Content-Type and Content-Length unless `headers` give their own; (status, reply body)."""
+    headers = list(headers or [])
     lines = [f"{method} {target} HTTP/1.1", "Connection: close"]
     if not any(h.lower().startswith("host:") for h in headers):
         lines.append(f"Host: {url.split('/')[2]}")
