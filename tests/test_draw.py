@@ -14,6 +14,7 @@ from conftest import (
     http,
     phone_photo,
     refusal,
+    request_json,
     run_main,
     served,
     shared_browser,
@@ -37,8 +38,7 @@ NUMBERS_RIGHT = 10
 
 
 def predict(url, payload):
-    status, content = http(url, "POST", "/predict", json.dumps(payload).encode())
-    return status, json.loads(content)
+    return request_json(url, "POST", "/predict", payload)
 
 
 def png_base64(image):
