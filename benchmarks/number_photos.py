@@ -12,8 +12,8 @@ are no more and no fewer. Also printed: the digits the model misreads even clean
 them), so that the model's own mistakes can be told from the photo's (the numbers with none of them
 are the most a photo could get), and the numbers read right by how far apart their digits are.
 
-Single digits, the figures of docs/photos.md: --singles bold, tight-cropped digits (the tests'
-`bold_photos`, as tests/bold_accuracy.py makes them) and phone-style photos (the tests'
+Single digits, the figures of docs/photos.md: --singles bold, tight-cropped digits (tools/digit_photos.py's
+`bold_photos`, as tools/bold_accuracy.py makes them) and phone-style photos (its
 `phone_photo`, five kinds), read by --predict the same way; --no-numbers measures only those.
 """
 
@@ -32,11 +32,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "handwritten_digit_classification.py"
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from digits.data import load_mnist, preprocess  # noqa: E402
 from digits.lines import SPACINGS, number_ink, photo_of  # noqa: E402
+from tools.digit_photos import KINDS, bold_photos, phone_photo  # noqa: E402
 
 
 class Made(NamedTuple):
@@ -114,7 +114,6 @@ def read_numbers(paths, model, folder, reader=None):
 def singles(model, folder, count, reader=None):
     """Lines on single-digit photos read right: bold tight crops and phone-style photos."""
     import keras
-    from conftest import KINDS, bold_photos, phone_photo
 
     x_test, y_test = load_mnist("bundled")[2:4]
     loaded = keras.models.load_model(model)

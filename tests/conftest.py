@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "handwritten_digit_classification.py"
 sys.path.insert(0, str(ROOT))
 
-from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist, preprocess  # noqa: E402 (after the path)
+from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist  # noqa: E402 (after the path)
 
 # The precision measurements the runs remember go to a folder of this session's own, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="digits-cache-")
@@ -134,7 +134,7 @@ def non_default_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(trained):
     """One drawing-page server (--draw) with the quick model, over real HTTP: (process, url)."""
-    from draw_accuracy import start_server
+    from tools.drawing_page import start_server
 
     out, _, _ = trained
     process, url = start_server("--port", 0, "--model", out / "model.keras")
@@ -240,7 +240,7 @@ def request_json(url, method, target, payload=None):
 
 def browser_or_skip():
     """Debian's chromium for Playwright, or a skip (a failure in CI, which must run the browser tests)."""
-    from draw_accuracy import find_chromium
+    from tools.drawing_page import find_chromium
 
     chromium, reason = find_chromium(), "no chromium found (Debian: apt-get install chromium)"
     try:
@@ -301,86 +301,6 @@ def write_npz_member(path, key, header, data=b"", arrays=None):
     return path
 
 
-# --- Photos of digits, as a phone or a marker would make them ---------------------------------
-
-
-KINDS = ["gray-png", "rgb-jpeg", "uneven-gray", "rgba-transparent", "blue-ink-jpeg"]
-
-
-def phone_photo(digit, kind, rng):
-    """A 28x28 MNIST digit (light on dark) as dark ink on light paper, enlarged, off-centre, in a big frame."""
-    scale = int(rng.integers(5, 10))
-    ink = np.asarray(Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.BICUBIC), dtype=float) / 255
-    height, width = ink.shape[0] + int(rng.integers(150, 400)), ink.shape[1] + int(rng.integers(150, 400))
-    top, left = int(rng.integers(0, height - ink.shape[0])), int(rng.integers(0, width - ink.shape[1]))
-    canvas = np.zeros((height, width))
-    canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
-    if kind == "rgba-transparent":  # ink drawn on nothing: transparency is the paper
-        black = np.zeros((height, width, 3), np.uint8)
-        return Image.fromarray(np.dstack([black, (canvas * 255).astype(np.uint8)]), "RGBA"), "png"
-    paper = 0.92
-    if kind in ("uneven-gray", "blue-ink-jpeg"):  # lamp on one side, shadow on the other, grain
-        gradient = np.linspace(0.5, 0.95, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        paper = gradient + rng.normal(0, 0.02, (height, width))
-    gray = np.clip(paper * (1 - 0.85 * canvas), 0, 1)
-    if kind == "gray-png":
-        return Image.fromarray((gray * 255).astype(np.uint8), "L"), "png"
-    rgb = np.dstack([gray, gray, gray]) if kind != "blue-ink-jpeg" else np.dstack(
-        [gray, gray, np.clip(gray + 0.5 * canvas, 0, 1)])
-    image = Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
-    return image, ("png" if kind == "uneven-gray" else "jpg")
-
-
-BOLD_KINDS = ["paper", "chalkboard", "uneven-paper", "uneven-chalkboard"]
-
-
-def bold_photo(digit, size, kind, rng):
-    """A 28x28 MNIST digit written with a thick marker and cropped tight to the ink, `size` px on its longer side.
-
-    Paper is dark ink on light; chalkboard is light chalk on dark; uneven adds a lamp on one side.
-    """
-    big = Image.fromarray(digit).resize((112, 112), Image.BICUBIC)
-    thick = np.asarray(big.filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9])))), dtype=float) / 255
-    rows, cols = np.flatnonzero(thick.max(axis=1) > 0.5), np.flatnonzero(thick.max(axis=0) > 0.5)
-    thick = thick[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    factor = size / max(thick.shape)
-    shape = (max(1, round(thick.shape[1] * factor)), max(1, round(thick.shape[0] * factor)))
-    ink = np.clip(np.asarray(Image.fromarray(thick).resize(shape, Image.BICUBIC)), 0, 1)
-    height, width = ink.shape
-    light = 1.0
-    if kind.startswith("uneven"):
-        light = np.linspace(0.55, 1.0, width)[None, :] * np.linspace(0.85, 1.0, height)[:, None]
-        light = light if rng.random() < 0.5 else light[::-1, ::-1]
-    if kind.endswith("paper"):
-        gray = light * (0.92 - 0.8 * ink)
-    else:
-        gray = light * (0.18 + 0.7 * ink)
-    gray = np.clip(gray + rng.normal(0, 0.015, gray.shape), 0, 1)
-    image = Image.fromarray((gray * 255).astype(np.uint8), "L")
-    if rng.random() < 0.5:
-        return image.convert("RGB"), "jpg"
-    return image, "png"
-
-
-def bold_photos(model, folder, count, rng, first=3000):
-    """Bold tight crops of test digits the model reads right when clean (None: all), 48 to 1,600 px;
-    {path: label}."""
-    _, _, x_test, y_test, _ = bundled_mnist()
-    indices = np.arange(first, first + count)
-    untouched = y_test[indices] if model is None else model.predict(preprocess(x_test[indices]), verbose=0).argmax(1)
-    paths = {}
-    for n, i in enumerate(indices):
-        if untouched[n] != y_test[i]:
-            continue
-        size = int(np.exp(rng.uniform(np.log(48), np.log(1600))))
-        kind = BOLD_KINDS[n % len(BOLD_KINDS)]
-        image, extension = bold_photo(x_test[i], size, kind, rng)
-        path = folder / f"bold{i}-{kind}-{size}px.{extension}"
-        image.save(path)
-        paths[str(path)] = int(y_test[i])
-    return paths
-
-
 def make_unreadable(path, folder=False):
     """Make `path` a file (or a folder) that the program may not read: chmod 000; or, as root, whom
     permission bits do not stop, a link to a place the kernel refuses even root (a write-only sysfs
@@ -402,11 +322,6 @@ def make_unreadable(path, folder=False):
             continue
     pytest.skip(f"no {'folder' if folder else 'file'} here is unreadable to this user (root reads through "
                 f"permission bits)")
-
-
-def predictions(stdout):
-    """{image: digit} read from --predict's output lines."""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+): (\d) \(\d+\.\d%\)", stdout, re.MULTILINE)}
 
 
 def flat_images(rng):

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 from conftest import browser_page, bundled_mnist, make_unreadable, refusal, run_main
-from draw_accuracy import DRAWINGS, draw, start_server
 from PIL import Image, ImageFilter
 
 import handwritten_digit_classification as program
+from tools.drawing_page import DRAWINGS, draw, start_server
 
 PER_DIGIT = 8  # 2 held out (a quarter), 6 adapted on
 

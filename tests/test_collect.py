@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, browser_page, bundled_mnist, refusal, request_json, run_main, served
-from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
 from PIL import Image
 
 from digits import folders
 from digits.collect import Collection
+from tools.drawing_page import DRAWINGS, draw, number_drawing, start_server
 
 SCREENSHOTS = os.environ.get("COLLECT_SCREENSHOTS")  # a folder: keep the page's screenshots there
 

@@ -12,14 +12,12 @@ from conftest import (
     browser_page,
     bundled_mnist,
     http,
-    phone_photo,
     refusal,
     request_json,
     run_main,
     served,
     shared_browser,
 )
-from draw_accuracy import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 from PIL import Image
 
 from digits import drawing
@@ -27,12 +25,14 @@ from digits.errors import percent
 from digits.numbers import MAX_PIECES
 from digits.photos import to_mnist_form
 from digits.server import WEB_DIR
+from tools.digit_photos import phone_photo
+from tools.drawing_page import DRAWINGS, NUMBERS, draw, number_drawing, read_all, read_drawing, start_server
 
 # Quick models like the `trained` fixture's (3,000 images, 2 epochs) read 28, 30 and 29 of the 30
 # drawn digits in the browser (seeds 0, 1, 2); the full default model is measured with
-# tests/draw_accuracy.py (see the README). 24 leaves room for another machine's quick model.
+# tools/draw_accuracy.py (see the README). 24 leaves room for another machine's quick model.
 QUICK_MODEL_RIGHT = 24
-# The ten numbers of draw_accuracy.NUMBERS (two and three digits) are read by the shipped number
+# The ten numbers of tools.drawing_page.NUMBERS (two and three digits) are read by the shipped number
 # reader, whatever the model: it reads all 10 drawn with the mouse in headless Chromium.
 NUMBERS_RIGHT = 10
 
@@ -159,7 +159,7 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
     "/../etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd",
     "/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "/..\\..\\etc\\passwd", "/%2e%2e%5c%2e%2e%5cetc%5cpasswd",
     "//etc/passwd", "/draw.js/../../handwritten_digit_classification.py", "/web/../handwritten_digit_classification.py",
-    "/handwritten_digit_classification.py", "/tests/drawn_digits.json", "/.git/HEAD", "/web/index.html",
+    "/handwritten_digit_classification.py", "/data/drawn_digits.json", "/.git/HEAD", "/web/index.html",
     "http://127.0.0.1/../../etc/passwd", "/%00index.html", "/index.html%00.js",
 ])
 def test_no_path_outside_the_page_is_served(server, target):
@@ -304,7 +304,7 @@ def test_one_digit_drawn_reads_exactly_as_before(server):
 
 
 def test_a_drawn_number_is_read_by_the_number_reader(server):
-    """Each number of draw_accuracy.NUMBERS drawn: one card a digit, left to right, each with the reader's
+    """Each number of tools.drawing_page.NUMBERS drawn: one card a digit, left to right, each with the reader's
     ten probabilities for it and the 28x28 image of its part of the drawing; no one digit speaks for it."""
     _, url = server
     right = 0

@@ -5,12 +5,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import KINDS, bundled_mnist, make_unreadable, phone_photo, predictions, refusal, run_main
+from conftest import bundled_mnist, make_unreadable, refusal, run_main
 from PIL import Image
 
 from digits import folders
 from digits.data import load_mnist
 from digits.evaluation import confusion_matrix
+from tools.digit_photos import KINDS, phone_photo, predictions
 
 
 def write_photos(root, indices, rng, label_of=None):

@@ -2,6 +2,7 @@
 line answers before Keras loads."""
 import ast
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -27,12 +28,20 @@ def without_keras(tmp_path_factory):
     return str(blocked)
 
 
-@pytest.mark.parametrize("module", KERAS_FREE)
-def test_keras_free_modules_import_without_keras(without_keras, module):
-    result = subprocess.run([sys.executable, "-c", f"import digits.{module}"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, env={"PYTHONPATH": f"{without_keras}:{ROOT}", "PATH": ""},
-                            check=False)
-    assert result.returncode == 0, result.stderr
+def test_keras_free_modules_import_without_keras(without_keras):
+    """Each module of KERAS_FREE imported on its own, all in one process, with Keras impossible to load."""
+    code = """import importlib, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(f"digits.{name}")
+    except ImportError as e:
+        print(f"{name}: {e}")
+    for loaded in [module for module in sys.modules if module.startswith("digits")]:
+        del sys.modules[loaded]  # the next one imports on its own
+"""
+    result = subprocess.run([sys.executable, "-c", code, *KERAS_FREE], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={"PYTHONPATH": f"{without_keras}:{ROOT}", "PATH": ""}, check=False)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
 
 
 def test_the_photo_pipeline_and_the_draw_requests_work_without_keras(without_keras):
@@ -126,3 +135,28 @@ def test_imports_run_one_way_and_modules_stay_small():
         visit(name, [])
     for name, path in modules.items():
         assert len(path.read_text().splitlines()) <= 330, f"digits/{name}.py has grown past ~300 lines"
+
+
+def test_the_layout_table_names_every_module_and_its_imports():
+    """docs/layout.md's tables: a row for each module of digits/, whose last column lists exactly the
+    digits modules it imports (function-level imports included)."""
+    modules = {path.stem: path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    rows = re.findall(r"^\| \[`(\w+)`\]\(\.\./digits/\w+\.py\) \|.*\| ([^|]+) \|$",
+                      (ROOT / "docs" / "layout.md").read_text(), re.MULTILINE)
+    documented = {name: set(re.findall(r"\w+", imports)) & set(modules) for name, imports in rows}
+    assert sorted(documented) == sorted(modules)
+    for name, path in modules.items():
+        assert documented[name] == imports_of(path) - {name}, f"docs/layout.md's row for {name}"
+
+
+def test_tools_and_benchmarks_never_import_the_tests():
+    """The tests may use tools/ (the drawing page driven in a browser, photos of digits); tools and
+    benchmarks stand on their own: no conftest, no test module, no tests/ on their path."""
+    for path in [*ROOT.glob("tools/*.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "train_number_reader.py"]:
+        text = path.read_text()
+        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(text))
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & {"conftest", "tests"} and not any(name.startswith("test_") for name in imported), path
+        assert '"tests"' not in text and "/tests" not in text, f"{path} puts tests/ on its path"

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import KINDS, ROOT, bold_photos, bundled_mnist, phone_photo, predictions, refusal, run_cli, run_main
+from conftest import ROOT, bundled_mnist, refusal, run_cli, run_main
 from PIL import Image, ImageDraw, ImageFilter
 
 import train_number_reader
@@ -16,6 +16,7 @@ from digits.lines import LINE_HEIGHT, lines, warped
 from digits.numbers import AGREE, MAX_PIECES, doubt, find_digits
 from digits.photos import read_image, to_mnist_form
 from digits.reader import decode, load_reader
+from tools.digit_photos import KINDS, bold_photos, phone_photo, predictions
 
 # Digits drawn with their strokes apart, in a 100-unit frame: [(kind, points)], kind "line", "dashes" or "dots".
 # How many of the 18 broken-digit photos (9 digits, paper and board) the shipped reader reads as one digit.

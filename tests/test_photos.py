@@ -3,10 +3,11 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, bundled_mnist, flat_images, phone_photo, predictions, refusal, run_main
+from conftest import SCRIPT, bundled_mnist, flat_images, refusal, run_main
 from PIL import Image
 
 from digits.photos import read_image, to_mnist_form
+from tools.digit_photos import phone_photo, predictions
 
 
 def save_all(images, folder):

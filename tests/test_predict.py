@@ -7,21 +7,11 @@ import zlib
 import keras
 import numpy as np
 import pytest
-from conftest import (
-    KINDS,
-    ROOT,
-    SCRIPT,
-    bold_photos,
-    bundled_mnist,
-    make_unreadable,
-    phone_photo,
-    predictions,
-    refusal,
-    run_main,
-)
+from conftest import ROOT, SCRIPT, bundled_mnist, make_unreadable, refusal, run_main
 from PIL import Image
 
 from digits import data, photos, pictures
+from tools.digit_photos import KINDS, bold_photos, phone_photo, predictions
 
 
 def phone_photos(model, folder):

@@ -15,12 +15,13 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import address, browser_page, bundled_mnist, exchange, flat_images, phone_photo
-from draw_accuracy import DRAWINGS, draw, number_drawing, start_server
+from conftest import address, browser_page, bundled_mnist, exchange, flat_images
 from PIL import Image
 
 from digits.numbers import find_digits
 from digits.photos import read_image
+from tools.digit_photos import phone_photo
+from tools.drawing_page import DRAWINGS, draw, number_drawing, start_server
 
 
 def post(url, body, *extra, length=None):
@@ -162,13 +163,15 @@ def test_an_ipv6_address_is_served(trained):
         assert still_serving(url)
         status, page = exchange(url, [b"GET / HTTP/1.1", b"Host: " + url.split("/")[2].encode(), b"Connection: close"])
         assert status == 200 and b"<canvas" in page
-    finally:  # what Ctrl-C does is test_draw's to check; here the page only has to go
+    finally:  # what Ctrl-C prints is test_draw's to check; here the page has to go as soon as it is told
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(timeout=60)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+            pytest.fail("Ctrl-C did not stop the page within 30 s: " + "".join(process.output) + process.stderr.read())
+    assert process.returncode == 0, process.stderr.read()
 
 
 def test_an_image_of_more_pixels_than_any_camera_is_a_413(server):

@@ -13,10 +13,10 @@ import threading
 import tracemalloc
 
 import pytest
-from draw_accuracy import start_server
 from test_server import address, exchange, post, still_serving
 
 from digits.server import MAX_CONNECTIONS, MAX_DRAWING_BYTES, PARSE_COST, PHOTO_COST, parsing_cost
+from tools.drawing_page import start_server
 
 
 def strokes_body(strokes):

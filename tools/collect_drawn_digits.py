@@ -1,7 +1,7 @@
-"""Save the 30 drawn digits of drawn_digits.json through the drawing page's Save buttons' endpoint, as a
+"""Save the 30 drawn digits of data/drawn_digits.json through the drawing page's Save buttons' endpoint, as a
 user collecting their own digits would, then measure a model on them with --evaluate.
 
-    python tests/collect_drawn_digits.py --model outputs/model.keras --collect my_digits
+    python tools/collect_drawn_digits.py --model outputs/model.keras --collect my_digits
     python handwritten_digit_classification.py --evaluate my_digits --model outputs/model.keras
 
 It starts `--draw --collect DIR` with the model and sends each drawing to POST /save under its digit
@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from draw_accuracy import DRAWINGS, start_server
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.drawing_page import DRAWINGS, start_server  # noqa: E402
 
 
 def main():

@@ -1,10 +1,10 @@
 """How many bold, tightly cropped photos of MNIST test digits `--predict` reads right.
 
-    python tests/bold_accuracy.py --model docs/run/model.keras
+    python tools/bold_accuracy.py --model docs/run/model.keras
 
 Test digits 5000 on (those the model reads right when clean) are thickened, cropped to the ink and
 saved at 48 to 1,600 pixels, as dark ink on paper and chalk on a board, some unevenly lit, as the
-tests' `bold_photos` makes them; the program's own --predict reads them in one call.
+tests make them (tools/digit_photos.py); the program's own --predict reads them in one call.
 """
 
 import argparse
@@ -15,7 +15,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from conftest import SCRIPT, bold_photos, predictions  # the tests' photo makers (tests/ is this script's folder)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "handwritten_digit_classification.py"
+sys.path.insert(0, str(ROOT))
+
+from tools.digit_photos import bold_photos, predictions  # noqa: E402
 
 
 def main():

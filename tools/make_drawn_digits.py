@@ -1,11 +1,11 @@
-"""Write tests/drawn_digits.json: the digits 0-9, three hand-writing styles each, as pen strokes.
+"""Write data/drawn_digits.json: the digits 0-9, three hand-writing styles each, as pen strokes.
 
 Each digit is described as a person draws it, stroke by stroke (lines, arcs and curves in a
 100 x 100 box, y pointing down), then slanted, sampled every few units and given a little wobble,
 as a hand on a mouse leaves. `box` says where on the canvas the test draws it (left, top, side,
 as shares of the canvas' side): big and small, centred and off-centre, since people draw anywhere.
 
-    python tests/make_drawn_digits.py
+    python tools/make_drawn_digits.py
 """
 import json
 from itertools import pairwise
@@ -141,7 +141,7 @@ def main():
             turn = rng.uniform(-6, 6)  # nobody writes quite level
             drawings.append({"digit": digit, "style": style, "box": list(box),
                              "strokes": [stroke_points(segments, slant, turn, rng) for segments in strokes]})
-    path = Path(__file__).with_name("drawn_digits.json")
+    path = Path(__file__).resolve().parents[1] / "data" / "drawn_digits.json"
     path.write_text(json.dumps({"frame": 100, "drawings": drawings}, separators=(",", ":")) + "\n")
     print(f"Wrote {len(drawings)} drawings to {path}")
 

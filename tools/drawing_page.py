@@ -1,16 +1,10 @@
-"""Draw the digits of drawn_digits.json with the mouse in a real browser and count how many the model reads right.
+"""The drawing page, started and driven in a real browser: the tools' and the tests' one way to do it.
 
-    python tests/draw_accuracy.py --model outputs/model.keras [--screenshot docs/draw.png]
-    python tests/draw_accuracy.py --numbers --model outputs/model.keras [--screenshot docs/draw-number.png]
-
-With --numbers it draws ten two- and three-digit numbers made of those digits instead (NUMBERS) and
-counts the numbers read whole and right.
-
-It starts the program's drawing page (`--draw`) with the model, opens it in headless Chromium
-(Playwright), draws each digit stroke by stroke with mouse moves on the canvas, waits for the page's
-answer for that drawing and reads `#prediction`. tests/test_draw.py uses the same functions.
+`start_server` starts the program's `--draw` in its own process and returns its address; `draw` draws a
+drawing of data/drawn_digits.json with the mouse, stroke by stroke, in headless Chromium (Playwright);
+`read_drawing` and `read_all` wait for the page's answer to each drawing and read `#prediction`.
+`number_drawing` writes a number with those digits side by side (NUMBERS: the ten the tools and tests draw).
 """
-import argparse
 import base64
 import json
 import os
@@ -22,9 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE.parent / "handwritten_digit_classification.py"
-DRAWINGS = json.loads((HERE / "drawn_digits.json").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "handwritten_digit_classification.py"
+DRAWINGS = json.loads((ROOT / "data" / "drawn_digits.json").read_text())
 
 
 # Ten two- and three-digit numbers, written with the drawn digits above side by side (see number_drawing).
@@ -178,42 +172,3 @@ def read_all(url, drawings, chromium, photo=None, screenshot=None, screenshot_dr
         return results, facts
     finally:
         page.context.close()
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="the trained model to measure")
-    parser.add_argument("--screenshot", type=Path, help="also save a screenshot of the page with a digit drawn")
-    parser.add_argument("--phone-screenshot", type=Path, help="and one on a phone's screen (390 x 844)")
-    parser.add_argument("--numbers", action="store_true", help="draw the ten numbers of NUMBERS instead")
-    args = parser.parse_args()
-    chromium = find_chromium()
-    if chromium is None:
-        sys.exit("no chromium found: install it (apt-get install chromium)")
-    process, url = start_server("--port", 0, "--model", args.model)
-    if url is None:
-        sys.exit("the drawing page did not start: " + process.stderr.read().strip())
-    try:
-        if args.numbers:
-            drawings = [number_drawing(number, nth) for nth, number in enumerate(NUMBERS)]
-            shown = drawings[-1]
-        else:
-            drawings = DRAWINGS["drawings"]
-            shown = next(d for d in drawings if d["style"] == "with a crossbar")  # small and off-centre
-        results, _ = read_all(url, drawings, chromium, screenshot=args.screenshot, screenshot_drawing=shown)
-        if args.phone_screenshot:
-            read_all(url, [], chromium, screenshot=args.phone_screenshot, screenshot_drawing=shown, phone=True)
-    finally:
-        process.terminate()
-        process.wait()
-    wrong = [(d, seen) for d, seen in results if seen != d.get("number", str(d.get("digit")))]
-    for drawing, seen in wrong:
-        print(f"wrong: {drawing.get('number', drawing.get('digit'))} ({drawing.get('style', 'a number')}) "
-              f"read as {seen}")
-    what = "drawn numbers" if args.numbers else "drawn digits"
-    print(f"{len(results) - len(wrong)} of {len(results)} {what} read right "
-          f"({(len(results) - len(wrong)) / len(results):.0%}) by {args.model}")
-
-
-if __name__ == "__main__":
-    main()
