@@ -43,8 +43,6 @@ def worker(setting, epochs, limit, precision):
     sys.path.insert(0, str(ROOT))
     from digits import backend
 
-    if setting.startswith("keras-pipeline"):
-        backend.batches = backend.Batches  # the arrays as they are, for Keras' own pipeline
     if setting.endswith("one-op") or setting == "one-thread":
         backend.import_tensorflow_quietly()  # threads are set before TensorFlow starts its runtime
         import tensorflow as tf
@@ -55,25 +53,22 @@ def worker(setting, epochs, limit, precision):
     backend.load_keras()
     from digits import data, networks, training
     from digits import precision as precisions
-    from digits.settings import steps_per_epoch
+    from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
 
     mnist = data.load_mnist("bundled")
     x_train, y_train = mnist.x_train[:limit, ..., None], mnist.y_train[:limit]
+    train_data = (x_train, y_train)
     watch = None if setting == "no-watch" else (mnist.x_test[..., None], mnist.y_test)
+    if setting.startswith("keras-pipeline"):  # the arrays as they are, for Keras' own pipeline
+        train_data = backend.Batches(x_train, y_train, 128, True)
+        watch = backend.Batches(*watch, EVAL_BATCH_SIZE, False)
     precisions.use_precision(precision)
     trainer = training.make_trainer(networks.build_cnn())
     optimizer = training.make_optimizer("cosine", 3e-3, epochs, steps_per_epoch(len(x_train), 128))
-    if setting == "xla":  # the program's compile, then XLA on
-        compile_trainer = training.compile_trainer
-
-        def compile_with_xla(trainer, optimizer):
-            compile_trainer(trainer, optimizer)
-            trainer.jit_compile = True
-
-        training.compile_trainer = compile_with_xla
     started = time.perf_counter()
     usage = Usage()
-    fit = training.train(trainer, (x_train, y_train), watch, epochs, 128, optimizer, callbacks=[usage])
+    fit = training.train(trainer, train_data, watch, epochs, 128, optimizer, callbacks=[usage],
+                         jit_compile=True if setting == "xla" else "auto")
     print(json.dumps({"setting": setting, "epoch_seconds": fit.history["epoch_seconds"],
                       "cpu_seconds": usage.cpu, "idle_seconds": usage.idle, "total": time.perf_counter() - started}))
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from digits.augment import RandomAffine
-from digits.backend import batches, steps_per_execution
+from digits.backend import Batches, batches, steps_per_execution
 from digits.data import preprocess
 from digits.errors import IMAGE_SIZE
 from digits.settings import EVAL_BATCH_SIZE, steps_per_epoch
@@ -45,10 +45,11 @@ def make_optimizer(lr_schedule, learning_rate, epochs, steps):
     return keras.optimizers.Adam(learning_rate)
 
 
-def compile_trainer(trainer, optimizer):
-    """Sparse categorical cross-entropy, the accuracy metric, several steps per call into the backend."""
+def compile_trainer(trainer, optimizer, jit_compile="auto"):
+    """Sparse categorical cross-entropy, the accuracy metric, several steps per call into the backend;
+    XLA as Keras chooses (off on a CPU) unless `jit_compile` says (benchmarks/epoch_modes.py times it)."""
     trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                    steps_per_execution=steps_per_execution())
+                    steps_per_execution=steps_per_execution(), jit_compile=jit_compile)
 
 
 def settle_batch_norm(network, images, count=2048, batch_size=256):
@@ -179,8 +180,10 @@ class Training(NamedTuple):
         return f"after epoch {self.epochs_completed}" if self.epochs_completed else "before its first step"
 
 
-def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation"):
+def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callbacks=(), watched="validation",
+          jit_compile="auto"):
     """Fit the trainer, watching `watch_data` after every epoch for the curves; nothing is chosen by it.
+    Each data is (images, labels), batched by digits.backend.batches, or Batches as Model.fit reads them.
 
     `watched` ('validation' or 'test') names the watched images in the printed progress and in the
     history's keys: `test_accuracy` where the test images are watched, `val_accuracy` otherwise.
@@ -188,7 +191,7 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     Ctrl-C or SIGTERM stops it after the step under way (see GracefulStop); the handlers are the
     caller's again afterwards. Batch normalisation's statistics are recomputed for the final weights.
     """
-    compile_trainer(trainer, optimizer)
+    compile_trainer(trainer, optimizer, jit_compile)
     stop = GracefulStop(steps_per_epoch(len(train_data[0]), batch_size))
     # The rate the schedule had reached at each epoch's end, for the curves' record and TensorBoard.
     record_rate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
@@ -196,8 +199,9 @@ def train(trainer, train_data, watch_data, epochs, batch_size, optimizer, callba
     network = trainer.layers[-1]
     settle = SettleBatchNorm(network, train_data[0])
     with handling_stop_signals(stop.handle):
-        data = batches(*train_data, batch_size, shuffle=True)
-        watch = batches(*watch_data, EVAL_BATCH_SIZE, shuffle=False) if watch_data else None
+        data = train_data if isinstance(train_data, Batches) else batches(*train_data, batch_size, shuffle=True)
+        watch = watch_data if isinstance(watch_data, Batches) or not watch_data else batches(
+            *watch_data, EVAL_BATCH_SIZE, shuffle=False)
         history = trainer.fit(data.x, data.y, batch_size=data.batch_size, shuffle=data.shuffle, epochs=epochs,
                               validation_data=watch and watch.validation_data,
                               validation_batch_size=watch and watch.batch_size,
