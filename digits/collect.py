@@ -21,17 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from digits.drawing import (
-    BadRequest,
-    check_keys,
-    decode_photo,
-    group_strokes,
-    parse_strokes,
-    photo_digits,
-    render_strokes,
-)
 from digits.errors import NUM_CLASSES, InputError
-from digits.photos import to_mnist_form
 
 MAX_PER_DIGIT = 10_000  # drawings saved in one digit's folder: a bound on what a page can write
 MAX_BYTES = 2 * 2**30  # the collection's files, all digits and .seen/ together: 100,000 drawings at ~20 KB
@@ -164,37 +154,3 @@ class Collection:
             (self.folder / digit / SEEN / name).unlink(missing_ok=True)
             return self.counts()
 
-
-def undo_from_request(payload):
-    """POST /undo's body, {"saved": "7/7-....png"} (the name /save answered), as the name; BadRequest otherwise."""
-    if not isinstance(payload, dict) or set(payload) != {"saved"} or not isinstance(payload["saved"], str):
-        raise BadRequest('send a JSON object with "saved": the name of the drawing /save saved')
-    return payload["saved"]
-
-
-def drawing_from_request(payload, budget=None, reader=None):
-    """POST /save's body, {"digit": 0-9, "strokes": ...} or {"digit": 0-9, "image": base64}, as
-    (digit, the drawing as rendered in [0, 1], the 28x28 digit the model sees); BadRequest otherwise,
-    and for a drawing or photo of several digits (a photo's told by the number `reader`, as
-    /predict's are). A photo is decoded within `budget` (a digits.drawing.Budget)."""
-    if not isinstance(payload, dict) or "digit" not in payload or len(payload.keys() & {"strokes", "image"}) != 1:
-        raise BadRequest('send a JSON object with "digit" (0-9) and either "strokes" (the drawing) or "image"')
-    check_keys(payload, ("digit", "strokes", "image"))
-    try:
-        digit = check_digit(payload["digit"])
-    except ValueError as e:
-        raise BadRequest(str(e))
-    if "strokes" in payload:
-        strokes = parse_strokes(payload["strokes"])
-        gray = render_strokes(strokes)
-    else:
-        gray = decode_photo(payload["image"], budget)
-    seen = to_mnist_form(gray)
-    if seen is None:
-        raise BadRequest("blank image: no digit found, nothing saved")
-    count = len(group_strokes(strokes) if "strokes" in payload else photo_digits(gray, reader))
-    if count > 1:  # a labelled digit is one digit: a number saved under one label would mislabel the rest
-        what = "drawing" if "strokes" in payload else "photo"
-        raise BadRequest(f"the {what} holds {count} digits, nothing saved: save one digit at a time "
-                         "(Clear, then draw one)")
-    return digit, gray, seen

@@ -17,10 +17,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from digits.collect import Gone, drawing_from_request, undo_from_request
-from digits.drawing import MAX_IMAGE_PIXELS, BadRequest, Budget, digits_from_request
+from digits import requests
+from digits.collect import Gone
 from digits.hosts import ServedNames
 from digits.replies import ModelReplies
+from digits.requests import MAX_IMAGE_PIXELS, BadRequest, Budget
 from digits.settings import ADAPT_MINIMUM
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -162,11 +163,12 @@ class DrawingPageHandler(BaseHTTPRequestHandler):
                     payload = parse_json(body)
                     reader = self.server.read_lines if self.server.reader is not None else None
                     if route == "/save":
-                        reply = self.server.save(*drawing_from_request(payload, self.server.decoding, reader))
+                        reply = self.server.save(*requests.drawing_from_request(payload, self.server.decoding, reader))
                     elif route == "/undo":
-                        reply = self.server.undo(undo_from_request(payload))
+                        reply = self.server.undo(requests.undo_from_request(payload))
                     else:
-                        found = digits_from_request(payload, self.server.decoding, reader, self.server.read_digits)
+                        found = requests.digits_from_request(payload, self.server.decoding, reader,
+                                                             self.server.read_digits)
             if route == "/predict":
                 reply = self.server.read(found)
         except BadRequest as e:

@@ -20,7 +20,7 @@ from conftest import (
 )
 from PIL import Image
 
-from digits import drawing
+from digits import drawing, requests
 from digits.errors import percent
 from digits.numbers import MAX_PIECES
 from digits.photos import to_mnist_form
@@ -124,7 +124,7 @@ def test_bad_requests_get_a_json_error_and_the_server_keeps_serving(server):
         "a coordinate no float can hold": b'{"strokes": [[[1' + b"0" * 400 + b', 1]]]}',
         "Infinity": b'{"strokes": [[[Infinity, 1]]]}',
         "too many points": json.dumps({"strokes": [[[i % 100, i // 100]
-                                                    for i in range(drawing.MAX_POINTS + 1)]]}).encode(),
+                                                    for i in range(requests.MAX_POINTS + 1)]]}).encode(),
         "image not text": b'{"image": 5}',
         "image not base64": b'{"image": "%%% not base64 %%%"}',
         "image not an image": json.dumps({"image": base64.b64encode(b"hello, not a PNG").decode()}).encode(),

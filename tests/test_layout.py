@@ -12,7 +12,7 @@ from conftest import ROOT, SCRIPT, refusal, run_cli
 
 PACKAGE = ROOT / "digits"
 KERAS_FREE = ["errors", "files", "settings", "signals", "cli", "data", "outputs", "photos", "drawing", "hosts",
-              "replies", "server", "backend", "folders", "collect", "your_digits",
+              "replies", "requests", "server", "backend", "folders", "collect", "your_digits",
               "evaluation", "predict", "numbers", "lines", "reader", "adapt"]
 # A keras (and tensorflow) that cannot be imported: put first on the path of a child process.
 BLOCKER = 'raise ImportError("{} is blocked: this module must not need it")\n'
@@ -46,8 +46,9 @@ for name in sys.argv[1:]:
 
 def test_the_photo_pipeline_and_the_draw_requests_work_without_keras(without_keras):
     """Not only import: read a drawing into the 28x28 digit, with Keras impossible to load."""
-    code = ("import numpy as np; from digits import drawing; "
-            "d = drawing.digit_from_request({'strokes': [[[0, 0], [0, 50]]]}); "
+    code = ("from digits import requests; "
+            "found = requests.digits_from_request({'strokes': [[[0, 0], [0, 50]]]}); "
+            "assert len(found.pieces) == 1, found; d = found.pieces[0].digit; "
             "assert d.shape == (28, 28) and d.max() > 0.9, d.max()")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={"PYTHONPATH": f"{without_keras}:{ROOT}", "PATH": ""}, check=False)
