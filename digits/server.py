@@ -1,4 +1,4 @@
-"""The drawing page's server: the static files of web/ and one JSON endpoint, POST /predict.
+"""The drawing page's server: the files of web/ and its JSON endpoints (POST /predict; /save, /undo with --collect).
 
 Python's http.server, no framework: the handler sits at module level and reads its state (the
 model, its lock, whether it serves only this machine) from the server object. No Keras import: the
