@@ -29,6 +29,12 @@ from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist  # noqa: E402 (after 
 # The precision measurements the runs remember go to a folder of this session's own, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="digits-cache-")
 
+# pytest-xdist's workers (-n) start with COLUMNS=80 and LINES=24 set; the program's runs, in a pipe as
+# in a log, would take them for a terminal's width.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
 # Importing JAX (Keras does, in this process) sets TF_CPP_MIN_LOG_LEVEL=1; a user's shell has only what it was given.
 SHELL_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 

@@ -125,7 +125,7 @@ def test_a_ballpoint_digit_on_a_page_photographed_whole_is_read(trained, tmp_pat
     import json
 
     out, _, _ = trained
-    drawings = json.loads((SCRIPT.parent / "tests" / "drawn_digits.json").read_text())["drawings"]
+    drawings = json.loads((SCRIPT.parent / "data" / "drawn_digits.json").read_text())["drawings"]
     rng = np.random.default_rng(7)
     paths = {}
     for n, drawing in enumerate(drawings[::2]):  # 15 of the 30 drawn digits, every digit

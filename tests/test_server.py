@@ -168,9 +168,13 @@ def test_an_ipv6_address_is_served(trained):
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            # whether SIGINT was blocked or ignored, in the page's process and in this one
+            masks = re.findall(r"Sig(?:Blk|Ign|Cgt|Pnd):.*", open(f"/proc/{process.pid}/status").read())
+            mine = re.findall(r"Sig(?:Blk|Ign|Cgt|Pnd):.*", open("/proc/self/status").read())
             process.kill()
             process.wait()
-            pytest.fail("Ctrl-C did not stop the page within 30 s: " + "".join(process.output) + process.stderr.read())
+            pytest.fail(f"Ctrl-C did not stop the page within 30 s: {masks} {mine} " + "".join(process.output)
+                        + process.stderr.read())
     assert process.returncode == 0, process.stderr.read()
 
 
