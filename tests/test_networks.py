@@ -1,4 +1,5 @@
 """The networks are exactly the ones specified: layer kinds, shapes and parameter counts worked out by hand."""
+import os
 import subprocess
 import sys
 
@@ -82,6 +83,14 @@ def test_impossible_cnn_settings_are_refused_in_one_line(filters, dense_units, m
         settings.network_spec("cnn", filters, dense_units)
     assert message in str(refused.value)
     assert "\n" not in str(refused.value) and "--" not in str(refused.value)
+
+
+def test_the_summary_is_as_wide_as_the_terminal_says_and_its_setting_is_left_as_it_was(monkeypatch, capsys):
+    """A terminal's COLUMNS sets the summary's width (rich reads it), and is the user's again afterwards."""
+    monkeypatch.setenv("COLUMNS", "90")
+    networks.print_summary(networks.build_cnn())
+    table = [line for line in capsys.readouterr().out.splitlines() if line[:1] in "┏┃┡│├└"]
+    assert {len(line) for line in table} == {90} and os.environ["COLUMNS"] == "90"
 
 
 def test_three_blocks_is_the_most_a_28x28_image_allows():
