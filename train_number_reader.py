@@ -53,10 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--filters", type=int, nargs=3, default=(32, 64, 96), metavar="N",
                         help="the trunk's three convolutions' filters (default 32 64 96)")
     parser.add_argument("--units", type=int, default=128, help="each step's features (default 128)")
-    parser.add_argument("--blocks", type=int, default=0, help="residual blocks that deepen the trunk (default 0); "
-                        "with --init, a shallower reader's are grown from the identity")
-    parser.add_argument("--warp", action="store_true", help="bend each training digit as another hand would "
-                        "(elastic distortion, digits.lines.warped); the shipped reader trained without it")
     parser.add_argument("--limit-train", type=int, help="train on the first N MNIST training digits only")
     parser.add_argument("--test-lines", type=int, default=2000, help="test lines of each look (default 2000)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
@@ -75,8 +71,8 @@ class Lines:
     """Batches of training lines, written on the fly: each batch of similar lengths (so little paper
     pads them), a share of them photos drawn from a pool written once."""
 
-    def __init__(self, x, y, photos, batch_size, rng, warp=False):
-        self.x, self.y, self.photos, self.batch_size, self.rng, self.warp = x, y, photos, batch_size, rng, warp
+    def __init__(self, x, y, photos, batch_size, rng):
+        self.x, self.y, self.photos, self.batch_size, self.rng = x, y, photos, batch_size, rng
         self.by_length = {n: [p for p in photos if len(p.number) == n] for n in range(1, MAX_DIGITS + 1)}
 
     def batch(self):
@@ -84,8 +80,7 @@ class Lines:
         longest = int(self.rng.integers(1, MAX_DIGITS + 1))
         shortest = max(1, longest - 1)
         photo_count = self.rng.binomial(self.batch_size, PHOTO_SHARE) if self.photos else 0
-        made = lines(self.x, self.y, self.batch_size - photo_count, self.rng, lengths=(shortest, longest),
-                     warp=self.warp)
+        made = lines(self.x, self.y, self.batch_size - photo_count, self.rng, lengths=(shortest, longest))
         pool = [p for n in range(shortest, longest + 1) for p in self.by_length[n]]
         made += [pool[k] for k in self.rng.integers(0, len(pool), photo_count)] if pool else []
         return batch_of([line.strip for line in made], [line.number for line in made])
@@ -172,11 +167,11 @@ def grow(model, smaller):
     more): each unit keeps its weights; new units get their fresh weights in and none out, so that the
     grown reader reads exactly as the smaller one did, and training gives the new units their say."""
     rows = LINE_HEIGHT // 4
-    names = {layer.name for layer in smaller.layers if layer.weights}
-    if names - {layer.name for layer in model.layers}:
-        raise ValueError("it is deeper than this one: pass --blocks at least as many as its")
-    for layer in model.layers:  # a layer it lacks (a residual block) keeps its fresh weights: the identity
-        old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights and layer.name in names else []
+    foreign = {layer.name for layer in smaller.layers if layer.weights} - {layer.name for layer in model.layers}
+    if foreign:
+        raise ValueError(f"it has layers this reader has not ({', '.join(sorted(foreign))}): it is another network")
+    for layer in model.layers:
+        old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights else []
         grown = []
         for old, new in zip(old_weights, layer.get_weights()):
             shape = new.shape
@@ -225,7 +220,7 @@ def main(argv=None):
     x_train, y_train = mnist.x_train[: args.limit_train], mnist.y_train[: args.limit_train]
     photos = []
     if args.photos and args.steps:
-        photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS, warp=args.warp)
+        photos = lines(x_train, y_train, args.photos, rng, looks=PHOTO_LOOKS)
     test_rng = np.random.default_rng(1000 + args.seed)
     test_lines = {look: lines(mnist.x_test, mnist.y_test, args.test_lines, test_rng, looks=(look,)) for look in LOOKS}
     held_out = [look for look in LOOKS if look not in ("ink", *PHOTO_LOOKS)]
@@ -236,7 +231,7 @@ def main(argv=None):
     # 2. Build and train.
     if args.precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    sizes = (tuple(args.filters), args.units, args.blocks)
+    sizes = (tuple(args.filters), args.units)
     if args.steps:
         model = build_reader(*sizes)
         if args.init:
@@ -247,7 +242,7 @@ def main(argv=None):
         print(f"Reader: {model.count_params():,} parameters{f', from {args.init}' if args.init else ''}; "
               f"{args.steps:,} steps of {args.batch_size} lines, {args.precision}", flush=True)
         save = functools.partial(save_reader, path=args.output, sizes=sizes)
-        data = Lines(x_train, y_train, photos, args.batch_size, rng, args.warp)
+        data = Lines(x_train, y_train, photos, args.batch_size, rng)
         losses = train(model, data, args.steps, args.lr, started, save)
         trained_seconds = time.perf_counter() - started
 
@@ -275,9 +270,9 @@ def main(argv=None):
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
                "units": reader.get_layer("column").units,
-               "blocks": sum(layer.name.startswith("deep") for layer in reader.layers) // 2, "seed": args.seed,
+               "seed": args.seed,
                # how it was trained: nothing, with --steps 0
-               **{key: getattr(args, key) if args.steps else None for key in ("warp", "batch_size", "precision")},
+               **{key: getattr(args, key) if args.steps else None for key in ("batch_size", "precision")},
                "training_seconds": round(trained_seconds, 1),
                "final_loss": float(np.mean(losses[-100:])) if losses else None,
                "test": figures, "training digits, ink": known}

@@ -52,21 +52,6 @@ class Strip(NamedTuple):
     bottom: int
 
 
-def warped(image, rng):
-    """A 28x28 MNIST digit (uint8) bent as another hand would write it: turned up to 10 degrees and
-    moved by a smooth random field (Simard et al. 2003's elastic distortion: sigma 4 pixels, up to 30)."""
-    angle = np.deg2rad(rng.uniform(-10, 10))
-    centre = (np.array(image.shape) - 1) / 2
-    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]].astype(np.float64)
-    ys, xs = ys - centre[0], xs - centre[1]
-    strength = rng.uniform(0, 30)
-    dy, dx = (strength * ndimage.gaussian_filter(rng.uniform(-1, 1, image.shape), 4, mode="constant") for _ in range(2))
-    rows = np.cos(angle) * ys - np.sin(angle) * xs + centre[0] + dy
-    cols = np.sin(angle) * ys + np.cos(angle) * xs + centre[1] + dx
-    bent = ndimage.map_coordinates(image.astype(np.float32), [rows, cols], order=1, mode="constant")
-    return np.uint8(np.clip(bent, 0, 255))
-
-
 def written_digit(image, height, rng=None, slant=0.0, aspect=1.0):
     """A 28x28 MNIST digit (uint8) cropped to its ink and scaled to `height` pixels, as ink in [0, 1]:
     `aspect` times as wide as written, slanted by `slant` (x moves by slant * height from bottom to top)."""
@@ -81,19 +66,15 @@ def written_digit(image, height, rng=None, slant=0.0, aspect=1.0):
     return np.clip(np.asarray(ink, dtype=np.float32) / 255, 0, 1)
 
 
-def number_ink(images, rng, height=None, spacing=None, varied=False, warp=False):
+def number_ink(images, rng, height=None, spacing=None, varied=False):
     """The MNIST digits `images` written side by side, as Ink: `height` (default 40-150 pixels) and
     `spacing` (default -0.15 to 0.7 of the height) as the photo benchmark writes them; `varied` also
-    slants, widens and narrows each digit and varies the stroke, as the reader's lines do; `warp` bends
-    each digit first (`warped`), as train_number_reader.py --warp does."""
+    slants, widens and narrows each digit and varies the stroke, as the reader's lines do."""
     height = int(rng.integers(40, 151)) if height is None else height
     spacing = rng.uniform(-0.15, 0.7) if spacing is None else spacing
     slant = rng.uniform(-0.25, 0.25) if varied else 0.0
     digits = []
     for image in images:
-        if warp:
-            bent = warped(image, rng)
-            image = bent if bent.max() > 30 else image  # bent out of its frame: written as it was
         size = round(height * rng.uniform(0.85, 1.15))
         if varied:
             digit = written_digit(image, size, slant=slant + rng.uniform(-0.08, 0.08), aspect=rng.uniform(0.75, 1.25))
@@ -222,20 +203,18 @@ class Line(NamedTuple):
     look: str
 
 
-def composed_line(images, labels, rng, look="ink", warp=False):
+def composed_line(images, labels, rng, look="ink"):
     """A line of the MNIST `images` (uint8, 28x28) with their `labels`, written with varied height,
-    spacing from crossing to well apart, slant, width and stroke (`warp`: each digit bent), in `look`,
+    spacing from crossing to well apart, slant, width and stroke, in `look`,
     in the reader's form."""
     if look == "ink":
-        ink = number_ink(images, rng, height=int(rng.integers(24, 48)), spacing=rng.uniform(-0.25, 0.8), varied=True,
-                         warp=warp)
+        ink = number_ink(images, rng, height=int(rng.integers(24, 48)), spacing=rng.uniform(-0.25, 0.8), varied=True)
         canvas = ink.canvas
         if rng.random() < 0.5:
             canvas = ndimage.gaussian_filter(canvas, rng.uniform(0.3, 1.2))
             canvas = np.clip(canvas / max(float(canvas.max()), 1e-6), 0, 1)
     else:
-        ink = number_ink(images, rng, height=int(rng.integers(24, 80)), spacing=rng.uniform(-0.25, 0.8), varied=True,
-                         warp=warp)
+        ink = number_ink(images, rng, height=int(rng.integers(24, 80)), spacing=rng.uniform(-0.25, 0.8), varied=True)
         canvas = clean_ink(jpeg_gray(photo_of(ink.canvas, ink.height, look, rng), rng), 512, step=2)  # as read
         if canvas is None:  # the photo lost the ink (faint, tiny): read as written instead
             canvas = ink.canvas
@@ -243,15 +222,14 @@ def composed_line(images, labels, rng, look="ink", warp=False):
     return Line(strip.pixels, "".join(str(int(label)) for label in labels), ink.spacing, look)
 
 
-def lines(x, y, count, rng, looks=("ink",), shares=None, lengths=(1, MAX_DIGITS), warp=False):
+def lines(x, y, count, rng, looks=("ink",), shares=None, lengths=(1, MAX_DIGITS)):
     """`count` composed lines of the digits x (uint8 N x 28 x 28) and labels y, each of 1 to 8 of them
-    drawn at random (`lengths`: the fewest and most), in the `looks` given (`shares`: how often each);
-    `warp`: each digit bent first (train_number_reader.py --warp)."""
+    drawn at random (`lengths`: the fewest and most), in the `looks` given (`shares`: how often each)."""
     made = []
     for _ in range(count):
         chosen = rng.integers(0, len(x), int(rng.integers(lengths[0], lengths[1] + 1)))
         look = looks[rng.choice(len(looks), p=shares)]
-        made.append(composed_line(x[chosen], y[chosen], rng, look, warp))
+        made.append(composed_line(x[chosen], y[chosen], rng, look))
     return made
 
 

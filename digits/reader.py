@@ -23,10 +23,8 @@ HOW_TO_GET = ("restore it with `git checkout models/number_reader.keras`, "
               "or train one with `python train_number_reader.py`")
 
 
-def build_reader(filters=(32, 64, 96), units=128, blocks=0):
-    """The reader: (batch, LINE_HEIGHT, width, 1) strips -> (batch, width / STEP, 11) logits. `blocks`
-    residual blocks after the third convolution deepen the trunk; each starts as the identity (its
-    last kernel zero), so a reader grown deeper (train_number_reader.py --init) starts reading as it did."""
+def build_reader(filters=(32, 64, 96), units=128):
+    """The reader: (batch, LINE_HEIGHT, width, 1) strips -> (batch, width / STEP, 11) logits."""
     keras = load_keras()
     layers = keras.layers
     inputs = keras.Input((LINE_HEIGHT, None, 1), name="strip")
@@ -35,10 +33,6 @@ def build_reader(filters=(32, 64, 96), units=128, blocks=0):
         x = layers.Conv2D(count, 3, padding="same", activation="relu", name=f"conv{n + 1}")(x)
         if n < 2:
             x = layers.MaxPooling2D((2, 2) if n == 0 else (2, 1), name=f"pool{n + 1}")(x)
-    for n in range(blocks):  # He et al. 2016's basic block, as the residual network's (digits.networks)
-        step = layers.Conv2D(filters[-1], 3, padding="same", activation="relu", name=f"deep{n + 1}a")(x)
-        step = layers.Conv2D(filters[-1], 3, padding="same", kernel_initializer="zeros", name=f"deep{n + 1}b")(step)
-        x = layers.ReLU()(layers.Add()([x, step]))
     x = layers.Permute((2, 1, 3))(x)  # (columns, rows, filters): each column's whole height, in order
     x = layers.Reshape((-1, (LINE_HEIGHT // 4) * filters[-1]), name="columns")(x)
     x = layers.Dense(units, activation="relu", name="column")(x)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 import train_number_reader
 from digits.errors import InputError
-from digits.lines import LINE_HEIGHT, lines, warped
+from digits.lines import LINE_HEIGHT
 from digits.numbers import AGREE, MAX_PIECES, doubt, find_digits
 from digits.photos import read_image, to_mnist_form
 from digits.reader import decode, load_reader
@@ -335,12 +335,11 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
     """train_number_reader.py, tiny: a reader file --reader can load, and its figures, like a run's."""
     reader, out = tmp_path / "reader.keras", tmp_path / "figures"
     train_number_reader.main(["--steps", "30", "--batch-size", "16", "--photos", "16", "--limit-train", "2000",
-                              "--test-lines", "12", "--warp", "--output", str(reader), "--output-dir", str(out)])
+                              "--test-lines", "12", "--output", str(reader), "--output-dir", str(out)])
     model = load_reader(reader)
     assert model.input_shape == (None, LINE_HEIGHT, None, 1) and model.output_shape == (None, None, 11)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 30 and set(metrics["test"]) == {"ink", "paper", "chalkboard", "whiteboard"}
-    assert metrics["warp"] is True  # its training digits were bent (the test lines never are)
     for figures in metrics["test"].values():
         assert figures["lines"] == 12 and 0 <= figures["read right"] <= 12 and set(figures["by spacing"])
     with Image.open(out / "reader_lines.png") as picture:
@@ -369,42 +368,20 @@ def test_the_reader_trains_on_a_slice_in_seconds_and_is_read_back(tmp_path):
         train_number_reader.main(["--steps", "0"])
     assert refused.value.code == 2
 
-    # --init into a wider and deeper reader grows the weights into it: it reads exactly as the narrower one did.
+    # --init into a wider reader grows the weights into it: it reads exactly as the narrower one did.
     wider = tmp_path / "wider.keras"
-    train_number_reader.main(["--init", str(reader), "--filters", "32", "64", "128", "--units", "192", "--blocks", "1",
-                              "--steps", "1",
+    train_number_reader.main(["--init", str(reader), "--filters", "32", "64", "128", "--units", "192", "--steps", "1",
                               "--lr", "1e-9", "--batch-size", "4", "--photos", "0", "--limit-train", "200",
                               "--test-lines", "2", "--output", str(wider), "--output-dir", str(tmp_path / "wider")])
     grown = load_reader(wider)
     assert grown.count_params() > model.count_params()
     strips = np.random.default_rng(0).random((3, LINE_HEIGHT, 64, 1)).astype(np.float32)
     np.testing.assert_allclose(grown.predict_on_batch(strips), model.predict_on_batch(strips), atol=1e-4)
-    assert json.loads((tmp_path / "wider" / "metrics.json").read_text())["blocks"] == 1
+    assert json.loads((tmp_path / "wider" / "metrics.json").read_text())["filters"] == [32, 64, 128]
     with pytest.raises(SystemExit, match="wider than this one's: pass --filters and --units"):  # not shrunk
-        train_number_reader.main(["--init", str(wider), "--blocks", "1", "--steps", "1", "--photos", "0",
+        train_number_reader.main(["--init", str(wider), "--steps", "1", "--photos", "0",
                                   "--limit-train", "200", "--test-lines", "2",
                                   "--output", str(tmp_path / "narrower.keras")])
-    with pytest.raises(SystemExit, match="deeper than this one: pass --blocks"):
-        train_number_reader.main(["--init", str(wider), "--filters", "32", "64", "128", "--units", "192",
-                                  "--steps", "1", "--photos", "0", "--limit-train", "200", "--test-lines", "2",
-                                  "--output", str(tmp_path / "shallower.keras")])
-
-
-def test_training_lines_bend_each_digit_as_another_hand_would_and_test_lines_do_not():
-    """warped: every digit moves a little (turned, bent), keeps about its ink and stays in its frame;
-    lines(warp=True) bends training lines, and lines as measured are as written."""
-    x, y = bundled_mnist().x_train[:40], bundled_mnist().y_train[:40]
-    rng = np.random.default_rng(0)
-    bent = np.stack([warped(image, rng) for image in x])
-    assert bent.shape == x.shape and bent.dtype == np.uint8
-    assert (np.abs(bent.astype(int) - x).mean(axis=(1, 2)) > 1).all()
-    ink = (bent > 30).sum(axis=(1, 2)) / (x > 30).sum(axis=(1, 2))
-    assert 0.7 < ink.min() and ink.max() < 1.4
-    as_written, again, bent_lines = (lines(x, y, 5, np.random.default_rng(3), warp=w) for w in (False, False, True))
-    assert all(np.array_equal(a.strip, b.strip) for a, b in zip(as_written, again))
-    first, bent_first = as_written[0], bent_lines[0]  # the same digits (drawn before any bending)
-    assert bent_first.number == first.number
-    assert bent_first.strip.shape != first.strip.shape or not np.array_equal(bent_first.strip, first.strip)
 
 
 def test_a_missing_or_damaged_reader_file_is_one_line_that_says_how_to_get_it(trained, tmp_path):
