@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "handwritten_digit_classification.py"
 sys.path.insert(0, str(ROOT))
 
-from digits.data import MNIST_SHA256, NPZ_KEYS, load_mnist  # noqa: E402 (after the path)
+from digits.data import MNIST_SHA256, NPZ_KEYS  # noqa: E402 (after the path)
+from tools.digit_photos import mnist_digits  # noqa: E402
 
 # The precision measurements the runs remember go to a folder of this session's own, never the user's ~/.cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="digits-cache-")
@@ -100,10 +101,9 @@ def refusal(result):
     return message
 
 
-@functools.cache
 def bundled_mnist():
-    """The bundled MNIST, decompressed and checksummed once per test session."""
-    return load_mnist("bundled")
+    """The bundled MNIST, decompressed and checksummed once per test session (tools.digit_photos' copy)."""
+    return mnist_digits()
 
 
 @pytest.fixture(scope="session")

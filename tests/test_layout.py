@@ -155,9 +155,8 @@ def test_tools_and_benchmarks_never_import_the_tests():
     benchmarks stand on their own: no conftest, no test module, no tests/ on their path."""
     for path in [*ROOT.glob("tools/*.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "train_number_reader.py"]:
         text = path.read_text()
-        imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
-                    for alias in node.names}
-        imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(text))
-                     if isinstance(node, ast.ImportFrom) and node.module}
+        nodes = list(ast.walk(ast.parse(text)))
+        imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
         assert not imported & {"conftest", "tests"} and not any(name.startswith("test_") for name in imported), path
         assert '"tests"' not in text and "/tests" not in text, f"{path} puts tests/ on its path"

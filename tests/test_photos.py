@@ -3,11 +3,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SCRIPT, bundled_mnist, flat_images, refusal, run_main
+from conftest import bundled_mnist, flat_images, refusal, run_main
 from PIL import Image
 
 from digits.photos import read_image, to_mnist_form
 from tools.digit_photos import phone_photo, predictions
+from tools.drawing_page import DRAWINGS
 
 
 def save_all(images, folder):
@@ -122,10 +123,8 @@ def thin_pen_photo(drawing, rng, size=(4032, 3024)):
 
 def test_a_ballpoint_digit_on_a_page_photographed_whole_is_read(trained, tmp_path):
     """The most common photo of all: a thin pen's digit, 2-4 px strokes in a 4032x3024 JPEG of the page."""
-    import json
-
     out, _, _ = trained
-    drawings = json.loads((SCRIPT.parent / "data" / "drawn_digits.json").read_text())["drawings"]
+    drawings = DRAWINGS["drawings"]
     rng = np.random.default_rng(7)
     paths = {}
     for n, drawing in enumerate(drawings[::2]):  # 15 of the 30 drawn digits, every digit
