@@ -167,9 +167,6 @@ def grow(model, smaller):
     more): each unit keeps its weights; new units get their fresh weights in and none out, so that the
     grown reader reads exactly as the smaller one did, and training gives the new units their say."""
     rows = LINE_HEIGHT // 4
-    foreign = {layer.name for layer in smaller.layers if layer.weights} - {layer.name for layer in model.layers}
-    if foreign:
-        raise ValueError(f"it has layers this reader has not ({', '.join(sorted(foreign))}): it is another network")
     for layer in model.layers:
         old_weights = smaller.get_layer(layer.name).get_weights() if layer.weights else []
         grown = []
@@ -269,8 +266,7 @@ def main(argv=None):
     metrics = {"reader": str(args.output if args.steps else args.init), "parameters": reader.count_params(),
                "init": str(args.init) if args.init else None, "steps": args.steps,
                "filters": [reader.get_layer(f"conv{n}").filters for n in (1, 2, 3)],
-               "units": reader.get_layer("column").units,
-               "seed": args.seed,
+               "units": reader.get_layer("column").units, "seed": args.seed,
                # how it was trained: nothing, with --steps 0
                **{key: getattr(args, key) if args.steps else None for key in ("batch_size", "precision")},
                "training_seconds": round(trained_seconds, 1),
