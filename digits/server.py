@@ -259,8 +259,8 @@ class DrawingPageServer(ModelReplies, ThreadingHTTPServer):
             return self.shutdown_request(request)
         try:
             super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
+        except Exception:  # no thread started: its slot is free again. A Ctrl-C in Thread.start() goes on up
+            self.slots.release()  # untouched: the thread may be serving already, and frees the slot itself
             raise
 
     def process_request_thread(self, request, client_address):
