@@ -26,7 +26,7 @@ from digits import adapt, data, outputs
 from digits.backend import load_keras
 from digits.cli import option_named, parse_args
 from digits.errors import InputError, printable
-from digits.signals import leave, stop_on_signals
+from digits.signals import stop_on_signals
 
 
 def main(argv=None):
@@ -298,9 +298,8 @@ def run(argv=None):
 if __name__ == "__main__":
     stop_on_signals()  # a plain kill stops cleanly, like Ctrl-C
     try:
-        status = run()
+        sys.exit(run())
     except KeyboardInterrupt:
         print("\nInterrupted: stopped at once, nothing new was saved.", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(130)  # skip interpreter teardown: it can crash while the backend's threads run
-    leave(status)  # all is written: nor here

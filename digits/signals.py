@@ -7,7 +7,6 @@ publishes a run's outputs asks `stop_requested()` first. Quitting at once (`quit
 every `finally`: the clean-ups registered with `cleaned_up_on_quit` run before it.
 """
 
-import atexit
 import contextlib
 import os
 import signal
@@ -65,17 +64,6 @@ def cleaned_up_on_quit(cleanup):
         yield
     finally:
         _quit_cleanups.remove(cleanup)
-
-
-def leave(status):
-    """Exit with `status` once the program's work is done and written: stdout and stderr flushed and
-    the exit functions run (atexit's), but not the interpreter's teardown, which can hang or crash while
-    the backend's threads still run (in the tests, a drawing page stopped with Ctrl-C sometimes
-    took over a minute to exit)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(status)
 
 
 def quit_at_once(message):
